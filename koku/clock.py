@@ -1,0 +1,73 @@
+"""Time through one injectable object.
+
+Wall time (aware UTC datetimes) is for schedules; monotonic seconds are for timeouts, grace periods and
+backoff. Nothing else in koku calls ``time.time()``, ``datetime.now()`` or ``sleep``: the daemon gets a
+``RealClock`` (with gevent's sleep), tests get a ``FakeClock`` they move by hand.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Current wall time, timezone-aware, in UTC."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never jumps."""
+
+    def sleep(self, seconds: float) -> None:
+        """Block (cooperatively, in the daemon) for ``seconds``."""
+
+
+class RealClock:
+    def __init__(self, sleep: Callable[[float], None] = time.sleep):
+        self._sleep = sleep
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        self._sleep(max(0.0, seconds))
+
+
+class FakeClock:
+    """A clock that moves only when told to.
+
+    ``advance`` moves wall and monotonic time together; ``jump`` moves only the wall clock, as an NTP
+    step or a manual ``date`` change does. ``sleep`` advances both, so code that sleeps runs instantly.
+    """
+
+    def __init__(self, start: datetime, monotonic: float = 1000.0):
+        if start.tzinfo is None:
+            raise ValueError("FakeClock needs an aware datetime")
+        self._now = start.astimezone(timezone.utc)
+        self._mono = monotonic
+        self.slept: list[float] = []
+
+    def now(self) -> datetime:
+        return self._now
+
+    def monotonic(self) -> float:
+        return self._mono
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(max(0.0, seconds))
+
+    def advance(self, seconds: float) -> None:
+        self._now += timedelta(seconds=seconds)
+        self._mono += seconds
+
+    def jump(self, seconds: float) -> None:
+        self._now += timedelta(seconds=seconds)
+
+    def set(self, when: datetime) -> None:
+        """Set the wall clock (a jump); monotonic time does not move."""
+        self._now = when.astimezone(timezone.utc)
