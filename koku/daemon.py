@@ -1,0 +1,442 @@
+"""The daemon: owns the config, the job runners, the scheduler loop, the socket, the pid lock, signals.
+
+Greenlets (each named, stored and linked to a failure callback):
+- ``scheduler``: ticks the timer heap and sleeps until the next due instant (at most a minute);
+- ``saver``: writes state.json whenever something changed (coalescing bursts; retrying a full disk);
+- ``main``: the caller's greenlet, waiting for stop/reload requests;
+- one per run (execute.py) and one per socket connection (server.py).
+Signal handlers and socket requests only call ``request_stop()`` / ``request_reload()``, which set flags.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import random
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.event
+
+from . import __version__, logfmt, protocol
+from .clock import Clock, RealClock
+from .config import Config, load_config
+from .errors import ConfigError, KokuError
+from .execute import ProcessExecutor
+from .joblog import read_tail
+from .model import JobMemory, RunRecord
+from .paths import StatePaths
+from .process import Outcome, group_alive
+from .runner import Context, JobRunner, RunRefused, iso
+from .scheduler import Scheduler
+from .server import ControlServer
+from .state import StateStore
+
+SAVE_RETRY = 5.0  # seconds between attempts to write state after a failure (full disk)
+LOG_CHUNK = 1024 * 1024  # most bytes of a job log sent in one Log answer
+
+
+class AlreadyRunning(KokuError):
+    exit_code = 1
+
+    def __init__(self, pid: int | None, path: Path):
+        self.pid = pid
+        super().__init__(f"a koku daemon is already running (pid {pid}) for {path}")
+
+
+class PidLock:
+    """An flock on the pid file: held for the daemon's life, released by the kernel if it dies."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise AlreadyRunning(read_pid(self.path), self.path.parent) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class Daemon:
+    def __init__(self, config_path: Path, paths: StatePaths, clock: Clock | None = None):
+        self.config_path = config_path
+        self.paths = paths
+        self.clock = clock or RealClock(gevent.sleep)
+        self.config: Config | None = None
+        self.runners: dict[str, JobRunner] = {}
+        self.retired: dict[str, JobRunner] = {}
+        self.memory: dict[str, JobMemory] = {}
+        self.store = StateStore(paths.state_file)
+        self.scheduler = Scheduler(self.clock, on_error=self._timer_failed, on_jump=self._clock_jumped,
+                                   on_reset=self._clock_reset)
+        self.started_at: datetime | None = None
+        self._stop = gevent.event.Event()
+        self._wake_main = gevent.event.Event()
+        self._wake_scheduler = gevent.event.Event()
+        self._dirty = gevent.event.Event()
+        self._reload_requested = False
+        self._stop_now = False
+        self._greenlets: dict[str, gevent.Greenlet] = {}
+        self._waiters: dict[tuple[str, int], gevent.event.AsyncResult] = {}
+        self._lock = PidLock(paths.pid_file)
+        self.server = ControlServer(paths.socket, self.handle)
+        self.executor: ProcessExecutor | None = None
+
+    # ----- start-up ----------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until stopped. Raises ConfigError / AlreadyRunning / OSError before start-up completes."""
+        self.paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.paths.root, 0o700)
+        self.paths.log_dir.mkdir(exist_ok=True, mode=0o700)
+        self.config = load_config(self.config_path)
+        self._lock.acquire()
+        try:
+            return self._run_locked()
+        finally:
+            self._lock.release()
+
+    def _run_locked(self) -> int:
+        assert self.config is not None
+        self.started_at = self.clock.now()
+        for warning in self.config.warnings:
+            logfmt.warning(warning)
+        self.memory, warnings = self.store.load()
+        for warning in warnings:
+            logfmt.warning(warning)
+        self.executor = ProcessExecutor(self.clock, self.paths.log_dir, lambda: self.config.daemon)  # type: ignore[union-attr]
+        self._recover_interrupted()
+        group = self.config.daemon.socket_group if os.geteuid() == 0 else None
+        self.server = ControlServer(self.paths.socket, self.handle, group)
+        self.server.start()
+        for job in self.config.jobs:
+            self._add_runner(job, startup=True)
+        self._spawn("scheduler", self._scheduler_loop)
+        self._spawn("saver", self._saver_loop)
+        self._install_signals()
+        logfmt.info("daemon started", pid=os.getpid(), version=__version__, config=str(self.config_path),
+                    jobs=len(self.runners), socket=str(self.paths.socket))
+        self._dirty.set()
+        try:
+            self._main_loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _recover_interrupted(self) -> None:
+        """Runs in flight when a previous daemon died are recorded as interrupted."""
+        now = iso(self.clock.now())
+        for name, mem in self.memory.items():
+            for record in mem.in_flight:
+                alive = record.pid is not None and group_alive(record.pid)
+                record.ended = now
+                record.outcome = Outcome.INTERRUPTED.value
+                record.description = "interrupted: the daemon stopped during the run" + (
+                    f"; its process group {record.pid} is still alive" if alive else "")
+                mem.history.append(record)
+                mem.last_run = record
+                logfmt.warning("run interrupted by a daemon crash", job=name, run=record.run, pid=record.pid,
+                               outcome=record.outcome, reason=record.description)
+            mem.in_flight = []
+
+    def _context(self) -> Context:
+        assert self.config is not None and self.executor is not None
+        return Context(clock=self.clock, scheduler=self.scheduler, daemon=self.config.daemon,
+                       executor=self.executor, changed=self._dirty.set, rng=random.Random(),
+                       run_ended=self._run_ended)
+
+    def _add_runner(self, job: Any, startup: bool) -> None:
+        mem = self.memory.setdefault(job.name, JobMemory())
+        runner = JobRunner(job, mem, self._context())
+        self.runners[job.name] = runner
+        runner.activate(startup=startup)
+        self._wake_scheduler.set()
+
+    def _spawn(self, name: str, func: Any) -> None:
+        g = gevent.Greenlet(func)
+        g.name = name
+        g.link_exception(self._greenlet_died)
+        self._greenlets[name] = g
+        g.start()
+
+    def _greenlet_died(self, g: gevent.Greenlet) -> None:
+        logfmt.error("greenlet died; restarting it", greenlet=g.name, reason=repr(g.exception))
+        if not self._stop.is_set():
+            gevent.sleep(1.0)  # a crash loop must not spin
+            self._spawn(g.name, {"scheduler": self._scheduler_loop, "saver": self._saver_loop}[g.name])
+
+    def _install_signals(self) -> None:
+        gevent.signal_handler(signal.SIGTERM, self.request_stop)
+        gevent.signal_handler(signal.SIGINT, self._sigint)
+        gevent.signal_handler(signal.SIGHUP, self.request_reload)
+
+    def _sigint(self) -> None:
+        # gunicorn's rule: a second SIGINT means "now".
+        if self._stop.is_set():
+            self._stop_now = True
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._wake_main.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._wake_main.set()
+
+    # ----- loops -------------------------------------------------------------------------------
+    def _main_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake_main.wait()
+            self._wake_main.clear()
+            if self._reload_requested and not self._stop.is_set():
+                self._reload_requested = False
+                self.reload()
+
+    def _scheduler_loop(self) -> None:
+        while not self._stop.is_set():
+            delay = self.scheduler.tick()
+            self._wake_scheduler.clear()
+            self._wake_scheduler.wait(timeout=delay)
+
+    def _saver_loop(self) -> None:
+        failing = False
+        while True:
+            self._dirty.wait()
+            self._dirty.clear()
+            try:
+                self.save()
+                if failing:
+                    logfmt.info("state written again", path=str(self.paths.state_file))
+                failing = False
+            except OSError as exc:
+                if not failing:
+                    logfmt.error("cannot write state; will retry", path=str(self.paths.state_file),
+                                 reason=exc.strerror or str(exc))
+                failing = True
+                gevent.sleep(SAVE_RETRY)
+                self._dirty.set()
+
+    def save(self) -> None:
+        self.store.save(self.memory, {"daemon_pid": os.getpid()})
+
+    def _timer_failed(self, timer: Any, exc: BaseException) -> None:
+        logfmt.error("scheduled callback failed", job=timer.label, reason=repr(exc))
+
+    def _clock_jumped(self, seconds: float) -> None:
+        logfmt.warning("wall clock jumped", seconds=round(seconds, 1))
+
+    def _clock_reset(self) -> None:
+        logfmt.warning("wall clock went back more than 3h; recomputing every job's next run")
+        for runner in self.runners.values():
+            runner.reschedule()
+
+    def _run_ended(self, runner: JobRunner, record: RunRecord) -> None:
+        waiter = self._waiters.pop((runner.cfg.name, record.run), None)
+        if waiter is not None:
+            waiter.set(record)
+        if runner.retired and not runner.active:
+            self.retired.pop(runner.cfg.name, None)
+
+    # ----- reload ------------------------------------------------------------------------------
+    def reload(self) -> tuple[bool, str]:
+        """Read and validate the config; apply it only if valid. Returns (ok, message)."""
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                logfmt.error("reload rejected; keeping the running config", reason=problem)
+            return False, "config rejected; the old config keeps running:\n" + "\n".join(exc.problems)
+        old = self.config
+        assert old is not None
+        self.config = new
+        for warning in new.warnings:
+            logfmt.warning(warning)
+        names = [j.name for j in new.jobs]
+        removed = [n for n in self.runners if n not in names]
+        added, changed = [], []
+        for name in removed:
+            runner = self.runners.pop(name)
+            runner.retire()
+            if runner.active:
+                self.retired[name] = runner
+        for job in new.jobs:
+            runner = self.runners.get(job.name)
+            if runner is None:
+                added.append(job.name)
+                self._add_runner(job, startup=False)
+            else:
+                runner.ctx.daemon = new.daemon
+                if runner.cfg != job:
+                    changed.append(job.name)
+                    runner.update(job)
+        # Keep the config's order for `ku status`.
+        self.runners = {n: self.runners[n] for n in names}
+        self._wake_scheduler.set()
+        self._dirty.set()
+        parts = [f"{label} {', '.join(items)}" for label, items in
+                 (("added", added), ("removed", removed), ("changed", changed)) if items]
+        message = f"reloaded {self.config_path}: " + ("; ".join(parts) if parts else "no changes")
+        if new.daemon != old.daemon:
+            message += "; daemon settings changed (socket_group applies after a restart)"
+        logfmt.info("config reloaded", added=",".join(added), removed=",".join(removed), changed=",".join(changed))
+        return True, message
+
+    # ----- shutdown ----------------------------------------------------------------------------
+    def _all_runners(self) -> list[JobRunner]:
+        return list(self.runners.values()) + list(self.retired.values())
+
+    def _shutdown(self) -> None:
+        assert self.config is not None and self.executor is not None
+        logfmt.info("daemon stopping")
+        sched = self._greenlets.pop("scheduler", None)
+        if sched is not None:
+            sched.unlink(self._greenlet_died)
+            sched.kill()
+        running = self.executor.running()
+        if running and not self._stop_now:
+            grace = self.config.daemon.shutdown_grace
+            logfmt.info("waiting for running jobs", runs=len(running), grace=grace)
+            deadline = self.clock.monotonic() + grace
+            while self.executor.running() and not self._stop_now and self.clock.monotonic() < deadline:
+                self._wake_main.clear()
+                self._wake_main.wait(timeout=min(0.2, max(0.0, deadline - self.clock.monotonic())))
+        for runner in self._all_runners():
+            for run in list(runner.active):
+                self.executor.cancel(runner, run, 0 if self._stop_now else self.config.daemon.kill_grace)
+        gevent.joinall(self.executor.running(), timeout=self.config.daemon.kill_grace + 5)
+        saver = self._greenlets.pop("saver", None)
+        if saver is not None:
+            saver.unlink(self._greenlet_died)
+            saver.kill()
+        try:
+            self.save()
+        except OSError as exc:
+            logfmt.error("cannot write state at shutdown", reason=exc.strerror or str(exc))
+        self.server.stop()
+        logfmt.info("daemon stopped", pid=os.getpid())
+
+    # ----- requests ----------------------------------------------------------------------------
+    def _job(self, name: str | None) -> JobRunner:
+        runner = self.runners.get(name or "")
+        if runner is None:
+            raise UnknownJob(f"unknown job \"{name}\"")
+        return runner
+
+    def daemon_status(self) -> dict[str, Any]:
+        assert self.started_at is not None
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "started": iso(self.started_at),
+            "uptime_s": round((self.clock.now() - self.started_at).total_seconds(), 1),
+            "config": str(self.config_path),
+            "jobs": len(self.runners),
+            "running": sum(len(r.active) for r in self._all_runners()),
+            "socket": str(self.paths.socket),
+            "state_dir": str(self.paths.root),
+            "python": sys.version.split()[0],
+        }
+
+    def handle(self, req: protocol.Request) -> Any:
+        try:
+            return self._dispatch(req)
+        except (UnknownJob, RunRefused) as exc:
+            return protocol.error(str(exc))
+
+    def _dispatch(self, req: protocol.Request) -> Any:
+        kind = req.kind
+        if kind == "Status":
+            return {"Status": [r.status() for r in self.runners.values()]}
+        if kind == "Ping":
+            return protocol.ok("pong")
+        if kind == "DaemonStatus":
+            return {"DaemonStatus": self.daemon_status()}
+        if kind == "Shutdown":
+            self.request_stop()
+            return protocol.ok(f"koku daemon (pid {os.getpid()}) is shutting down")
+        if kind == "Reload":
+            ok, message = self.reload()
+            return protocol.ok(message) if ok else protocol.error(message)
+        runner = self._job(req.name)
+        if kind == "Run":
+            record = runner.run_now()
+            return protocol.ok(f"started {runner.cfg.name} run {record.run}")
+        if kind == "Trigger":
+            record = runner.run_now()
+            return {"Started": {"name": runner.cfg.name, "run": record.run}}
+        if kind == "Wait":
+            return {"Finished": self._wait(runner, req.run or 0).to_dict()}
+        if kind == "Pause":
+            return protocol.ok(runner.pause(None))
+        if kind == "PauseFor":
+            return protocol.ok(runner.pause(req.seconds))
+        if kind == "Resume":
+            return protocol.ok(runner.resume())
+        if kind == "History":
+            records = list(reversed(runner.mem.history))[: req.limit]
+            return {"History": [r.to_dict() for r in records]}
+        if kind == "Log":
+            return {"Log": self._log(runner.cfg.name, req)}
+        return protocol.error(f"invalid request: unsupported {kind}")
+
+    def _wait(self, runner: JobRunner, run: int) -> RunRecord:
+        name = runner.cfg.name
+        if run in runner.active:
+            waiter = self._waiters.setdefault((name, run), gevent.event.AsyncResult())
+            return waiter.get()
+        for record in reversed(runner.mem.history):
+            if record.run == run:
+                return record
+        raise UnknownJob(f"job \"{name}\" has no run {run}")
+
+    def _log(self, name: str, req: protocol.Request) -> dict[str, Any]:
+        path = self.paths.job_log(name)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return {"path": str(path), "lines": [], "offset": 0}
+        if req.offset is None:
+            return {"path": str(path), "lines": read_tail(path, req.lines or 20), "offset": size}
+        start = req.offset if req.offset <= size else 0  # the file was rotated: start over
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read(LOG_CHUNK)
+        # Send whole lines only; a line still being written comes with the next request.
+        cut = data.rfind(b"\n") + 1
+        if cut == 0 and len(data) == LOG_CHUNK:
+            cut = len(data)  # one enormous line: send it in pieces rather than never
+        text = data[:cut].decode("utf-8", errors="replace")
+        return {"path": str(path), "lines": text.splitlines(), "offset": start + cut}
+
+
+class UnknownJob(Exception):
+    pass

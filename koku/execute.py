@@ -1,0 +1,115 @@
+"""The real executor: one named greenlet per run, a child process through process.ProcessRun.
+
+A job's log file is opened once while any of its runs is in flight (overlapping runs share it, so
+rotation stays consistent) and closed when the last one ends.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import gevent
+
+from . import logfmt
+from .clock import Clock
+from .joblog import JobLog
+from .model import RunRecord
+from .process import Outcome, ProcessRun, RunResult
+from .runner import JobRunner
+
+
+class ProcessExecutor:
+    def __init__(self, clock: Clock, log_dir: Path, daemon_cfg: Callable[[], object]):
+        self.clock = clock
+        self.log_dir = log_dir
+        self._daemon_cfg = daemon_cfg  # a callable: reload may replace the daemon settings
+        self._procs: dict[tuple[str, int], ProcessRun] = {}
+        self._greenlets: dict[tuple[str, int], gevent.Greenlet] = {}
+        self._logs: dict[str, tuple[JobLog, int]] = {}  # job name -> (log, runs using it)
+
+    # The runner calls start(); everything after happens in the run's own greenlet.
+    def start(self, runner: JobRunner, record: RunRecord) -> None:
+        key = (runner.cfg.name, record.run)
+        g = gevent.Greenlet(self._run, runner, record)
+        g.name = f"run:{runner.cfg.name}:{record.run}"
+        g.link_exception(lambda glet: self._crashed(runner, record, glet))
+        self._greenlets[key] = g
+        g.start()
+
+    def cancel(self, runner: JobRunner, run: int, grace: float) -> None:
+        proc = self._procs.get((runner.cfg.name, run))
+        if proc is not None:
+            proc.cancel(grace)
+
+    def running(self) -> list[gevent.Greenlet]:
+        return list(self._greenlets.values())
+
+    def _acquire_log(self, name: str) -> JobLog:
+        cfg = self._daemon_cfg()
+        log, users = self._logs.get(name, (None, 0))
+        if log is None:
+            log = JobLog(self.log_dir / f"{name}.log", cfg.log_max_bytes, cfg.log_keep,  # type: ignore[attr-defined]
+                         on_error=lambda msg: logfmt.error("job log write failed", job=name, reason=msg))
+        self._logs[name] = (log, users + 1)
+        return log
+
+    def _release_log(self, name: str) -> None:
+        log, users = self._logs.get(name, (None, 0))
+        if log is None:
+            return
+        if users <= 1:
+            del self._logs[name]
+            log.close()
+        else:
+            self._logs[name] = (log, users - 1)
+
+    def _environment(self, runner: JobRunner, record: RunRecord) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(runner.cfg.env)
+        env["KOKU_JOB"] = runner.cfg.name
+        env["KOKU_RUN_ID"] = str(record.run)
+        env["KOKU_SCHEDULED_TIME"] = record.scheduled or ""
+        return env
+
+    def _run(self, runner: JobRunner, record: RunRecord) -> None:
+        cfg = self._daemon_cfg()
+        name = runner.cfg.name
+        key = (name, record.run)
+        log = self._acquire_log(name)
+        try:
+            log.write_line(f"--- {record.started} run={record.run} {record.trigger} started: {runner.cfg.command}")
+            proc = ProcessRun(
+                runner.cfg.command,
+                shell=cfg.shell,  # type: ignore[attr-defined]
+                cwd=os.path.expanduser(runner.cfg.dir) if runner.cfg.dir else None,
+                env=self._environment(runner, record),
+                log=log,
+                timeout=runner.cfg.timeout,
+                kill_grace=cfg.kill_grace,  # type: ignore[attr-defined]
+                clock=self.clock,
+            )
+            self._procs[key] = proc
+            proc.start()
+            record.pid = proc.pid
+            logfmt.info("run started", job=name, run=record.run, pid=proc.pid, trigger=record.trigger,
+                        scheduled=record.scheduled)
+            runner.ctx.changed()  # the pid is worth saving: it is how a crash finds the group again
+            result = proc.wait()
+            duration = "" if result.started_mono is None else f" duration={result.ended_mono - result.started_mono:.1f}s"
+            log.write_line(f"--- run={record.run} {result.description}{duration}")
+        finally:
+            self._procs.pop(key, None)
+            self._greenlets.pop(key, None)
+            self._release_log(name)
+        runner.finish_run(record, result)
+
+    def _crashed(self, runner: JobRunner, record: RunRecord, glet: gevent.Greenlet) -> None:
+        # A bug in koku, not in the job: record it so the job does not look running forever.
+        logfmt.error("run greenlet crashed", job=runner.cfg.name, run=record.run, reason=repr(glet.exception))
+        if record.run in runner.active:
+            now = self.clock.monotonic()
+            runner.finish_run(record, RunResult(outcome=Outcome.ERROR, description=f"internal error: {glet.exception!r}",
+                                                exit_code=None, signal=None, pid=record.pid, started_mono=None,
+                                                ended_mono=now, tail=()))

@@ -1,0 +1,344 @@
+"""One JobRunner per configured job: when to run, whether to run, what state the job is in.
+
+Policy lives here (overlap, on_error continue/backoff/stop, pause, catch_up, @reboot); how a child is
+run lives in process.py and is reached through an *executor*, so the policy is tested with a fake clock
+and a fake executor, and the daemon passes the real one (``execute.ProcessExecutor``).
+
+A job's state changes only in ``_set_state``, which checks the move against ``model.ALLOWED`` and logs
+one line: ``job=backup state=running->failing reason="exit status 2"``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Protocol
+
+from . import logfmt
+from .clock import Clock
+from .config import DaemonConfig, JobConfig, OnError
+from .model import JobMemory, JobState, RunRecord, Trigger, check_move
+from .process import Outcome, RunResult
+from .scheduler import Scheduler, Timer
+
+SKIP_WARN_EVERY = 600.0  # seconds between "still running, run skipped" warnings for one job
+EXACT_SKIP_LIMIT = 1000  # backoff: beyond this many skipped runs, estimate instead of iterating
+
+
+def iso(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+class Executor(Protocol):
+    def start(self, runner: JobRunner, record: RunRecord) -> None:
+        """Start the run; call ``runner.finish_run(record, result)`` when it ends."""
+
+    def cancel(self, runner: JobRunner, run: int, grace: float) -> None:
+        """Terminate a run in flight (daemon shutdown)."""
+
+
+@dataclass
+class Context:
+    clock: Clock
+    scheduler: Scheduler
+    daemon: DaemonConfig
+    executor: Executor
+    changed: Callable[[], None]  # something worth saving happened
+    rng: random.Random
+    run_ended: Callable[[JobRunner, RunRecord], None] = lambda runner, record: None
+
+
+class JobRunner:
+    def __init__(self, cfg: JobConfig, mem: JobMemory, ctx: Context):
+        self.cfg = cfg
+        self.mem = mem
+        self.ctx = ctx
+        self.active: dict[int, RunRecord] = {}
+        self.retired = False
+        self.next_scheduled: datetime | None = None  # next instant the schedule gives (skipped or not)
+        self._next_timer: Timer | None = None
+        self._unpause_timer: Timer | None = None
+        self._backoff_next: datetime | None = None  # first run not skipped by backoff
+        self._last_skip_warning: float | None = None
+        self.state = self._rest_state()
+
+    # ----- state -------------------------------------------------------------------------------
+    def _rest_state(self) -> JobState:
+        if self.mem.paused:
+            return JobState.PAUSED
+        if self.mem.stopped:
+            return JobState.STOPPED
+        if self.cfg.on_error is OnError.BACKOFF and self.mem.consecutive_failures > 0:
+            return JobState.FAILING
+        return JobState.IDLE
+
+    def _set_state(self, new: JobState, reason: str) -> None:
+        old = self.state
+        if old == new:
+            return
+        check_move(old, new)
+        self.state = new
+        logfmt.info("state change", job=self.cfg.name, state=f"{old.value}->{new.value}", reason=reason)
+
+    def _settle(self, reason: str) -> None:
+        """Move to the state the job's flags and runs call for."""
+        self._set_state(JobState.RUNNING if self.active else self._rest_state(), reason)
+        self.ctx.changed()
+
+    # ----- scheduling --------------------------------------------------------------------------
+    def activate(self, startup: bool) -> None:
+        """Put the job on the schedule. At daemon start, also handle @reboot and catch_up."""
+        now = self.ctx.clock.now()
+        missed = parse_iso(self.mem.next_run)
+        if self.mem.skips_left:
+            self._backoff_next = self._nth_run_after(now, self.mem.skips_left)
+        self._schedule_after(now)
+        self._arm_unpause()
+        if not startup:
+            return
+        sched = self.cfg.schedule
+        if sched.reboot:
+            self._maybe_start(Trigger.REBOOT, None)
+        elif self.cfg.catch_up and missed is not None and missed <= now:
+            logfmt.info("catching up a run missed while the daemon was down", job=self.cfg.name, missed=iso(missed))
+            self._maybe_start(Trigger.CATCH_UP, missed)
+
+    def _schedule_after(self, after: datetime) -> None:
+        if self._next_timer:
+            self._next_timer.cancel()
+            self._next_timer = None
+        nxt = None if self.retired else self.cfg.schedule.next_after(after)
+        self.next_scheduled = nxt
+        self.mem.next_run = iso(nxt) if nxt and not (self.mem.paused or self.mem.stopped) else None
+        if nxt is None:
+            return
+        delay = self.ctx.rng.uniform(0, self.cfg.jitter) if self.cfg.jitter > 0 else 0.0
+        due = nxt + timedelta(seconds=delay)
+        self._next_timer = self.ctx.scheduler.add(due, lambda: self._on_due(nxt), label=self.cfg.name)
+
+    def reschedule(self) -> None:
+        """The clock was reset: compute the next run from the new time."""
+        self._schedule_after(self.ctx.clock.now())
+
+    def _on_due(self, scheduled: datetime) -> None:
+        self._next_timer = None
+        now = self.ctx.clock.now()
+        # Next run from now (minus the jitter that delayed this one), so runs that fell into a forward
+        # clock jump collapse into this one instead of firing one by one.
+        base = max(scheduled, now - timedelta(seconds=self.cfg.jitter))
+        self._schedule_after(base)
+        if self.mem.paused or self.mem.stopped:
+            self.ctx.changed()
+            return
+        if self.mem.skips_left > 0:
+            self.mem.skips_left -= 1
+            logfmt.info("run skipped (backoff)", job=self.cfg.name, scheduled=iso(scheduled),
+                        skips_left=self.mem.skips_left, next=iso(self.next_run()))
+            self.ctx.changed()
+            return
+        self._maybe_start(Trigger.SCHEDULE, scheduled)
+
+    def _maybe_start(self, trigger: Trigger, scheduled: datetime | None) -> RunRecord | None:
+        if self.active and not self.cfg.overlap:
+            self.mem.skipped += 1
+            mono = self.ctx.clock.monotonic()
+            if self._last_skip_warning is None or mono - self._last_skip_warning >= SKIP_WARN_EVERY:
+                self._last_skip_warning = mono
+                logfmt.warning("run skipped: still running (overlap = false)", job=self.cfg.name,
+                               run=min(self.active), scheduled=iso(scheduled), skipped=self.mem.skipped)
+            self.ctx.changed()
+            return None
+        return self._start(trigger, scheduled)
+
+    def _start(self, trigger: Trigger, scheduled: datetime | None) -> RunRecord:
+        self.mem.runs += 1
+        record = RunRecord(run=self.mem.runs, trigger=trigger.value, scheduled=iso(scheduled),
+                           started=iso(self.ctx.clock.now()) or "")
+        self.active[record.run] = record
+        self.mem.in_flight.append(record)
+        self._settle(f"{trigger.value} run {record.run}")
+        self.ctx.executor.start(self, record)
+        return record
+
+    # ----- commands ----------------------------------------------------------------------------
+    def run_now(self) -> RunRecord:
+        """A manual run (``ku run``): works in any state; refused only by overlap = false."""
+        if self.active and not self.cfg.overlap:
+            raise RunRefused(f"job \"{self.cfg.name}\" is already running (run {min(self.active)}; overlap = false)")
+        return self._start(Trigger.MANUAL, None)
+
+    def pause(self, seconds: float | None) -> str:
+        until = None if seconds is None else self.ctx.clock.now() + timedelta(seconds=seconds)
+        self.mem.paused = True
+        self.mem.paused_until = iso(until)
+        self.mem.next_run = None
+        self._arm_unpause()
+        self._settle("paused" + (f" until {iso(until)}" if until else ""))
+        return f"paused {self.cfg.name}" + (f" until {iso(until)}" if until else "")
+
+    def resume(self, reason: str = "resumed") -> str:
+        if not (self.mem.paused or self.mem.stopped):
+            return f"{self.cfg.name} is not paused or stopped; nothing to do"
+        if self.mem.stopped:
+            # Stopped after max_failures: a fresh start, or the next failure would stop it again at once.
+            self.mem.consecutive_failures = 0
+            self.mem.skips_left = 0
+            self._backoff_next = None
+        self.mem.paused = self.mem.stopped = False
+        self.mem.paused_until = None
+        if self._unpause_timer:
+            self._unpause_timer.cancel()
+            self._unpause_timer = None
+        self.mem.next_run = iso(self.next_scheduled)
+        self._settle(reason)
+        return f"resumed {self.cfg.name}"
+
+    def _arm_unpause(self) -> None:
+        if self._unpause_timer:
+            self._unpause_timer.cancel()
+            self._unpause_timer = None
+        until = parse_iso(self.mem.paused_until) if self.mem.paused else None
+        if until is not None:
+            self._unpause_timer = self.ctx.scheduler.add(until, self._unpause, label=f"{self.cfg.name}:unpause")
+
+    def _unpause(self) -> None:
+        self._unpause_timer = None
+        if self.mem.paused:
+            self.resume("timed pause ended")
+
+    # ----- run completion ----------------------------------------------------------------------
+    def finish_run(self, record: RunRecord, result: RunResult) -> None:
+        now = self.ctx.clock.now()
+        record.ended = iso(now)
+        if result.started_mono is not None:
+            record.duration_s = round(result.ended_mono - result.started_mono, 3)
+        record.outcome = result.outcome.value
+        record.description = result.description
+        record.exit_code = result.exit_code
+        record.signal = result.signal
+        record.pid = result.pid if result.pid is not None else record.pid
+        record.tail = list(result.tail)
+        self.active.pop(record.run, None)
+        self.mem.in_flight = [r for r in self.mem.in_flight if r.run != record.run]
+        self.mem.last_run = record
+        self.mem.history.append(record)
+        del self.mem.history[: max(0, len(self.mem.history) - self.ctx.daemon.history)]
+        if result.outcome is Outcome.SUCCESS:
+            self._on_success()
+        elif result.outcome is not Outcome.CANCELLED:
+            self._on_failure(record)
+        logfmt.info("run finished", job=self.cfg.name, run=record.run, pid=record.pid, outcome=record.outcome,
+                    exit=record.exit_code, duration=record.duration_s, reason=record.description,
+                    next=iso(self.next_run()))
+        self._settle(record.description)
+        self.ctx.run_ended(self, record)
+
+    def _on_success(self) -> None:
+        self.mem.consecutive_failures = 0
+        self.mem.skips_left = 0
+        self._backoff_next = None
+
+    def _on_failure(self, record: RunRecord) -> None:
+        self.mem.consecutive_failures += 1
+        k = self.mem.consecutive_failures
+        policy = self.cfg.on_error
+        if policy is OnError.BACKOFF:
+            now = self.ctx.clock.now()
+            skips = min(2 ** min(k - 1, 30), self._runs_per_day(now))
+            self.mem.skips_left = skips
+            self._backoff_next = self._nth_run_after(now, skips)
+            logfmt.info("backing off", job=self.cfg.name, run=record.run, failures=k, skips=skips,
+                        next=iso(self._backoff_next))
+        elif policy is OnError.STOP and k >= self.cfg.max_failures:
+            self.mem.stopped = True
+            self.mem.next_run = None
+            logfmt.warning("job stopped after repeated failures; `ku resume` re-enables it", job=self.cfg.name,
+                           run=record.run, failures=k)
+
+    def _runs_per_day(self, now: datetime) -> int:
+        runs = self.cfg.schedule.runs_after(now, 2)
+        if len(runs) < 2:
+            return 1
+        gap = max(1.0, (runs[1] - runs[0]).total_seconds())
+        return max(1, int(86400 // gap))
+
+    def _nth_run_after(self, now: datetime, skips: int) -> datetime | None:
+        """The first scheduled run after ``skips`` skipped ones."""
+        sched = self.cfg.schedule
+        exact = min(skips, EXACT_SKIP_LIMIT)
+        runs = sched.runs_after(now, exact + 1)
+        if not runs:
+            return None
+        if skips <= exact:
+            return runs[-1] if len(runs) == exact + 1 else None
+        gap = (runs[-1] - runs[0]) / max(1, exact)
+        return sched.next_after(runs[-1] + gap * (skips - exact - 1))
+
+    # ----- reporting ---------------------------------------------------------------------------
+    def next_run(self) -> datetime | None:
+        if self.mem.paused or self.mem.stopped or self.retired:
+            return None
+        if self.mem.skips_left and self._backoff_next is not None:
+            return self._backoff_next
+        return self.next_scheduled
+
+    def status(self) -> dict[str, Any]:
+        running = [self.active[r] for r in sorted(self.active)]
+        last = running[-1] if running else self.mem.last_run
+        finished = self.mem.last_run
+        return {
+            "name": self.cfg.name,
+            "state": self.state.value,
+            "last_run": last.started if last else None,
+            "last_exit": None if running or finished is None else finished.exit_code,
+            "next_run": iso(self.next_run()),
+            "schedule": self.cfg.cron,
+            "tz": self.cfg.tz,
+            "command": self.cfg.command,
+            "description": self.cfg.description,
+            "on_error": self.cfg.on_error.value,
+            "pid": running[0].pid if running else None,
+            "pids": [r.pid for r in running if r.pid is not None],
+            "running_since": running[0].started if running else None,
+            "last_outcome": finished.outcome if finished else None,
+            "last_description": finished.description if finished else None,
+            "last_duration_s": finished.duration_s if finished else None,
+            "consecutive_failures": self.mem.consecutive_failures,
+            "skips_left": self.mem.skips_left,
+            "paused_until": self.mem.paused_until,
+            "skipped": self.mem.skipped,
+            "runs": self.mem.runs,
+        }
+
+    # ----- config changes ----------------------------------------------------------------------
+    def update(self, cfg: JobConfig) -> None:
+        """The job's config changed on reload: keep its state, take the new schedule."""
+        self.cfg = cfg
+        if self.mem.skips_left:
+            self._backoff_next = self._nth_run_after(self.ctx.clock.now(), self.mem.skips_left)
+        self._schedule_after(self.ctx.clock.now())
+        self._settle("config changed")
+
+    def retire(self) -> None:
+        """Removed from the config: no more runs; a run in flight finishes."""
+        self.retired = True
+        for timer in (self._next_timer, self._unpause_timer):
+            if timer:
+                timer.cancel()
+        self._next_timer = self._unpause_timer = None
+        self.next_scheduled = None
+
+
+class RunRefused(Exception):
+    """A manual run that policy forbids; the message is for the user."""

@@ -1,0 +1,109 @@
+"""One heap of timers for the whole daemon, and the loop step that fires what is due. Pure.
+
+The daemon holds no sleeping greenlet or timer per job: each job keeps at most one entry here (its next
+run, and a timed pause's end), so 10,000 idle jobs cost one heap. ``tick()`` fires what is due and says
+how long to sleep; the daemon's scheduler greenlet sleeps that long (at most ``MAX_SLEEP``) or until
+woken, then ticks again. Re-reading the clock after each bounded sleep is how wall-clock jumps and
+suspend/resume are noticed.
+
+Jumps: each tick compares how far the wall clock moved with how far the monotonic clock moved.
+- Forward (NTP step, resume from suspend, date set ahead): entries whose time fell in the gap are all
+  due now and each fires once; a job computes its next run from *now*, so a job whose many runs fell in
+  the gap runs once, not once per missed instant.
+- Backward by at most ``BACKWARD_KEEP``: entries keep their instants, so nothing that already ran runs
+  again; jobs wait until the clock reaches their next run (cronie does the same for fixed-time jobs).
+- Backward by more (the clock was set, not nudged): ``on_reset`` is called and jobs recompute their next
+  run from the new time, as a freshly started daemon would.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable
+
+from .clock import Clock
+
+MAX_SLEEP = 60.0  # seconds; the longest the loop sleeps before re-reading the clock
+JUMP_TOLERANCE = 2.0  # seconds of wall/monotonic disagreement that count as a jump
+BACKWARD_KEEP = timedelta(hours=3)
+
+
+@dataclass(order=True)
+class Timer:
+    when: datetime
+    seq: int
+    callback: Callable[[], None] = field(compare=False)
+    label: str = field(compare=False, default="")
+    cancelled: bool = field(compare=False, default=False)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Scheduler:
+    def __init__(
+        self,
+        clock: Clock,
+        on_error: Callable[[Timer, BaseException], None] | None = None,
+        on_jump: Callable[[float], None] | None = None,
+        on_reset: Callable[[], None] | None = None,
+    ):
+        self.clock = clock
+        self._heap: list[Timer] = []
+        self._seq = itertools.count()
+        self._on_error = on_error
+        self._on_jump = on_jump
+        self._on_reset = on_reset
+        self._last_wall: datetime | None = None
+        self._last_mono = 0.0
+
+    def add(self, when: datetime, callback: Callable[[], None], label: str = "") -> Timer:
+        timer = Timer(when, next(self._seq), callback, label)
+        heapq.heappush(self._heap, timer)
+        return timer
+
+    def __len__(self) -> int:
+        return sum(1 for t in self._heap if not t.cancelled)
+
+    def next_due(self) -> datetime | None:
+        while self._heap and self._heap[0].cancelled:
+            heapq.heappop(self._heap)
+        return self._heap[0].when if self._heap else None
+
+    def _check_jump(self, now: datetime) -> None:
+        mono = self.clock.monotonic()
+        if self._last_wall is not None:
+            expected = self._last_wall + timedelta(seconds=mono - self._last_mono)
+            jump = (now - expected).total_seconds()
+            if abs(jump) > JUMP_TOLERANCE:
+                if self._on_jump:
+                    self._on_jump(jump)
+                if jump < -BACKWARD_KEEP.total_seconds() and self._on_reset:
+                    self._on_reset()
+        self._last_wall, self._last_mono = now, mono
+
+    def tick(self) -> float:
+        """Fire every timer that is due and return seconds until the next one (at most MAX_SLEEP)."""
+        now = self.clock.now()
+        self._check_jump(now)
+        # Timers added by callbacks for an instant <= now fire in this same tick; a job's next run is
+        # always strictly after now, so this cannot spin.
+        while True:
+            when = self.next_due()
+            if when is None or when > now:
+                break
+            timer = heapq.heappop(self._heap)
+            try:
+                timer.callback()
+            except Exception as exc:  # one bad job must not stop the scheduler
+                if self._on_error:
+                    self._on_error(timer, exc)
+                else:
+                    raise
+        when = self.next_due()
+        if when is None:
+            return MAX_SLEEP
+        return max(0.0, min(MAX_SLEEP, (when - self.clock.now()).total_seconds()))

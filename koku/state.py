@@ -1,0 +1,100 @@
+"""Durable state: state.json, written atomically (temp file, fsync, rename, fsync of the directory).
+
+A ``kill -9`` at any moment leaves either the old or the new file, never half of one. A file that
+cannot be read as koku state is moved aside (``state.json.corrupt-<n>``) with a warning and the daemon
+starts with empty state. Pure stdlib: no gevent here; the daemon decides when to call ``save``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .model import JobMemory
+
+FORMAT = 1
+
+
+class StateStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def load(self) -> tuple[dict[str, JobMemory], list[str]]:
+        """Return (memory per job name, warnings). Never raises for a bad file."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}, []
+        except OSError as exc:
+            return {}, [f"cannot read {self.path}: {exc.strerror}; starting with empty state"]
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or not isinstance(data.get("jobs"), dict):
+                raise ValueError("not a koku state file")
+            jobs = {
+                str(name): JobMemory.from_dict(mem)
+                for name, mem in data["jobs"].items()
+                if isinstance(mem, dict)
+            }
+            return jobs, []
+        except (ValueError, TypeError, KeyError) as exc:
+            aside = self._move_aside()
+            where = f"moved to {aside}" if aside else "could not be moved aside"
+            return {}, [f"{self.path} is corrupt ({exc}); {where}; starting with empty state"]
+
+    def _move_aside(self) -> Path | None:
+        for n in range(1, 1000):
+            target = self.path.with_name(f"{self.path.name}.corrupt-{n}")
+            if not target.exists():
+                try:
+                    os.replace(self.path, target)
+                    return target
+                except OSError:
+                    return None
+        return None
+
+    def save(self, jobs: dict[str, JobMemory], extra: dict[str, Any] | None = None) -> None:
+        """Write the whole state atomically. Raises OSError (e.g. ENOSPC); the caller retries."""
+        data: dict[str, Any] = {"format": FORMAT, **(extra or {}), "jobs": {n: m.to_dict() for n, m in jobs.items()}}
+        payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(payload)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(tmp)
+            raise
+        os.close(fd)
+        try:
+            os.replace(tmp, self.path)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        _fsync_dir(self.path.parent)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,111 @@
+"""Tables for people: prettytable rendering, local times, durations. Client side: no gevent, no croniter."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from prettytable import PrettyTable, TableStyle
+
+from .durations import format_duration
+
+DASH = "\u2014"
+
+
+def local_time(value: str | None) -> str:
+    """An ISO 8601 instant as the local wall time of the machine ``ku`` runs on, to the second."""
+    if not value:
+        return DASH
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def zoned_time(dt: datetime) -> str:
+    """A time in its own zone with the offset, for `ku check` previews."""
+    return dt.strftime("%Y-%m-%d %H:%M:%S %z")[:-2] + ":" + dt.strftime("%z")[-2:]
+
+
+def _table(headers: list[str]) -> PrettyTable:
+    table = PrettyTable(headers)
+    table.set_style(TableStyle.PLAIN_COLUMNS)
+    table.align = "l"
+    table.left_padding_width = 0
+    table.right_padding_width = 2
+    return table
+
+
+def _render(table: PrettyTable) -> str:
+    return "\n".join(line.rstrip() for line in table.get_string().splitlines())
+
+
+def _cell(value: Any) -> str:
+    return DASH if value is None else str(value)
+
+
+def status_table(jobs: Iterable[dict[str, Any]]) -> str:
+    table = _table(["NAME", "STATE", "LAST RUN", "EXIT", "NEXT RUN"])
+    for job in jobs:
+        table.add_row([job["name"], job["state"], local_time(job.get("last_run")), _cell(job.get("last_exit")),
+                       local_time(job.get("next_run"))])
+    return _render(table)
+
+
+def job_details(job: dict[str, Any]) -> str:
+    rows = [
+        ("name", job["name"]),
+        ("state", job["state"]),
+        ("schedule", job.get("schedule")),
+        ("tz", job.get("tz") or "local"),
+        ("command", job.get("command")),
+        ("description", job.get("description") or None),
+        ("on_error", job.get("on_error")),
+        ("pid", ", ".join(str(p) for p in job.get("pids") or []) or None),
+        ("running since", local_time(job.get("running_since")) if job.get("running_since") else None),
+        ("last run", local_time(job.get("last_run"))),
+        ("last outcome", job.get("last_description")),
+        ("last exit", job.get("last_exit")),
+        ("last duration", format_duration(job.get("last_duration_s")) if job.get("last_duration_s") is not None else None),
+        ("next run", local_time(job.get("next_run"))),
+        ("paused until", local_time(job.get("paused_until")) if job.get("paused_until") else None),
+        ("failures in a row", job.get("consecutive_failures")),
+        ("skipped (overlap)", job.get("skipped")),
+        ("runs", job.get("runs")),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k + ':':<{width + 1}} {_cell(v)}" for k, v in rows)
+
+
+def history_table(records: Iterable[dict[str, Any]]) -> str:
+    table = _table(["RUN", "TRIGGER", "STARTED", "DURATION", "OUTCOME", "EXIT", "DESCRIPTION"])
+    for r in records:
+        table.add_row([r["run"], r.get("trigger"), local_time(r.get("started")),
+                       format_duration(r.get("duration_s")), r.get("outcome") or "running", _cell(r.get("exit_code")),
+                       r.get("description") or ""])
+    return _render(table)
+
+
+def check_table(previews: Iterable[Any]) -> str:
+    table = _table(["NAME", "SCHEDULE", "TZ", "NEXT RUNS"])
+    for p in previews:
+        runs = "\n".join(zoned_time(dt) for dt in p.next) or ("at daemon start" if p.cron.strip() == "@reboot" else DASH)
+        table.add_row([p.name, p.cron, p.tz, runs])
+    return _render(table)
+
+
+def daemon_status(info: dict[str, Any]) -> str:
+    rows = [
+        ("pid", info.get("pid")),
+        ("uptime", format_duration(info.get("uptime_s"))),
+        ("started", local_time(info.get("started"))),
+        ("version", info.get("version")),
+        ("config", info.get("config")),
+        ("jobs", info.get("jobs")),
+        ("running", info.get("running")),
+        ("socket", info.get("socket")),
+    ]
+    return "\n".join(f"{k + ':':<9} {_cell(v)}" for k, v in rows)
