@@ -1,0 +1,82 @@
+"""The commented example config that ``ku init`` writes.
+
+Every job key and every ``[defaults]`` / ``[daemon]`` key appears here, optional ones as commented-out
+lines holding their default or a typical value; uncommenting any of them keeps the file valid (a test
+uncomments them all).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from koku.errors import KokuError, UsageError
+
+EXAMPLE_CONFIG = """\
+# koku config: one [[job]] table per job. Check it with "ku check", apply it with "ku reload".
+# Durations are "90s", "30m", "1h30m", "2d" or a bare number of seconds.
+
+[[job]]
+name = "backup"            # letters, digits, "_", "." and "-"; also names the job's log file
+cron = "0 2 * * *"         # minute hour day-of-month month day-of-week: every day at 02:00
+command = "bash backup.sh" # run by the [daemon] shell ("/bin/sh -c" by default)
+dir = "~/scripts"          # working directory; "~" is expanded, relative paths start at this file's dir
+on_error = "backoff"       # continue | backoff | stop (default: continue)
+                           #   continue: ignore failures and keep the schedule
+                           #   backoff:  after a failure wait exponentially longer between runs,
+                           #             back to the normal schedule after a success
+                           #   stop:     stop the job after max_failures failures in a row ("ku resume")
+overlap = false            # allow a run to start while the previous one is still running
+timeout = "30m"            # kill the job (its whole process group) after this long
+# max_failures = 3         # consecutive failures before on_error = "stop" stops the job
+# tz = "Europe/Berlin"     # IANA time zone for the cron expression (default: this machine's zone)
+# jitter = "0s"            # wait a random delay in [0, jitter) before each scheduled run
+# catch_up = false         # run once at startup if a scheduled run was missed while koku was down
+# description = "Nightly backup of ~/data"
+# env = { BACKUP_TARGET = "/mnt/backup" }   # extra environment variables (strings)
+
+[[job]]
+name = "cleanup"
+cron = "*/15 * * * *"      # every 15 minutes
+command = "python3 cleanup.py"
+
+# [defaults] sets any job key except "name" for every job; a job's own value wins and "env" tables
+# are merged (the job's value wins per variable).
+[defaults]
+# on_error = "continue"
+# overlap = false
+# timeout = "1h"
+# tz = "UTC"
+# jitter = "0s"
+# max_failures = 3
+# catch_up = false
+# dir = "~"
+# env = { PATH = "/usr/local/bin:/usr/bin:/bin" }
+
+# Settings of the daemon itself (the values shown are the defaults).
+[daemon]
+# shell = "/bin/sh"         # runs each command as: <shell> -c "<command>"
+# history = 100             # runs remembered per job
+# log_max_bytes = "10MiB"   # rotate a job's log file at this size (bytes, or B/KB/MB/GB/KiB/MiB/GiB)
+# log_keep = 3              # rotated log files kept per job
+# kill_grace = "10s"        # after SIGTERM, wait this long before SIGKILL
+# shutdown_grace = "30s"    # on daemon stop, let running jobs finish for this long
+# socket_group = "staff"    # group allowed to use the control socket (default: only this user)
+"""
+
+
+def write_example(path: Path, force: bool = False) -> Path:
+    """Write ``EXAMPLE_CONFIG`` to ``path``, creating parent directories; returns ``path``.
+
+    Raises UsageError if the file exists and ``force`` is false, KokuError if it cannot be written.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # "x" makes the existence check and the creation one step, so a racing writer is not clobbered.
+        with open(path, "w" if force else "x", encoding="utf-8") as handle:
+            handle.write(EXAMPLE_CONFIG)
+    except FileExistsError:
+        raise UsageError(f"config file {path} already exists; use --force to overwrite") from None
+    except OSError as exc:
+        raise KokuError(f"cannot write config file {path}: {exc.strerror or exc}") from None
+    return path
