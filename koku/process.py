@@ -1,0 +1,406 @@
+"""One job run as a child process: spawn in its own session, stream output to the job log, enforce the
+timeout on the whole process group (TERM, grace, KILL), describe the exit in words.
+
+Daemon side: imports gevent, never monkey-patches. gevent reaps children through its own child
+watchers, so nothing here installs a SIGCHLD handler or calls ``waitpid(-1)``.
+
+Error vs failure (Jobber's distinction): an *error* is a run that could not start (missing dir or
+shell, permission denied, fork failure); a *failure* started and then exited non-zero, died of a signal
+or timed out.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from enum import Enum
+from typing import Mapping
+
+import gevent
+import gevent.event
+import gevent.os
+from gevent.subprocess import DEVNULL, Popen
+
+from koku.clock import Clock
+from koku.durations import format_duration
+from koku.joblog import JobLog, LineTail
+
+_log = logging.getLogger("koku.process")
+
+_CHUNK = 64 * 1024
+# How often to look whether group members outlived the leader during a grace period (seconds); each look
+# scans /proc, so back off from quick to slow.
+_GROUP_POLL_MIN = 0.02
+_GROUP_POLL_MAX = 0.5
+
+
+class Outcome(str, Enum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    INTERRUPTED = "interrupted"  # set by the daemon for runs in flight when it died; not produced here
+    CANCELLED = "cancelled"  # ended by daemon shutdown
+
+
+@dataclass(frozen=True)
+class RunResult:
+    outcome: Outcome
+    description: str
+    exit_code: int | None  # None when killed by a signal or not started
+    signal: int | None  # number of the signal that ended the direct child, if any
+    pid: int | None
+    started_mono: float | None  # clock.monotonic() seconds
+    ended_mono: float
+    tail: tuple[str, ...]  # last lines of output, oldest first
+
+
+def _secs(seconds: float) -> str:
+    if seconds < 60:
+        return f"{round(seconds, 2):g}s"
+    return format_duration(seconds)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def describe_exit(
+    returncode: int | None,
+    *,
+    timed_out: float | None = None,
+    killed_after_grace: float | None = None,
+    cancelled: bool = False,
+    not_started: str | None = None,
+) -> str:
+    """Every way a run can end, in words, for logs, the footer and ``ku status``.
+
+    ``returncode`` follows subprocess: >= 0 an exit status, < 0 the negated signal number, ``None``
+    not started. ``timed_out`` and ``killed_after_grace`` are seconds; ``not_started`` is the reason a
+    run could not start ("dir /nope does not exist").
+    """
+    if not_started is not None:
+        return f"could not start: {not_started}"
+    if returncode is None:
+        text = "not started"
+    elif returncode >= 0:
+        text = f"exit status {returncode}"
+    else:
+        sig = -returncode
+        verb = "killed by" if sig == signal.SIGKILL else "terminated by"
+        text = f"{verb} {_signal_name(sig)}"
+        if killed_after_grace is not None and sig == signal.SIGKILL:
+            text += f" after {_secs(killed_after_grace)} grace"
+    if timed_out is not None:
+        text = f"timed out after {_secs(timed_out)}; {text}"
+    if cancelled:
+        text += " (daemon shutdown)"
+    return text
+
+
+def _check_pgid(pgid: int) -> None:
+    # killpg(0) and killpg(1) would hit the daemon's own group or everything: never let a bad record do that.
+    if pgid <= 1:
+        raise ValueError(f"refusing to signal process group {pgid}")
+
+
+def kill_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``pgid``. False if the group is gone (ESRCH) or no longer ours
+    (EPERM: the id was reused by another user's process). Raises ValueError for pgid <= 1."""
+    _check_pgid(pgid)
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether process group ``pgid`` still has a live member we may signal.
+
+    Zombies do not count: where PID 1 never reaps orphans (a shell as a container's init), a job's
+    dead grandchildren linger as zombies and would otherwise keep every group "alive" forever.
+    """
+    if not kill_group(pgid, 0):
+        return False
+    live = _live_member_exists(pgid)
+    return True if live is None else live
+
+
+def _live_member_exists(pgid: int) -> bool | None:
+    """Scan /proc for a non-zombie member of ``pgid``; None where /proc is not available."""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return None
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue  # exited while we looked
+        # The command name may contain spaces and parentheses; the fields start after the last ")".
+        fields = data[data.rfind(b")") + 2 :].split(None, 3)
+        if len(fields) >= 3 and fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+class ProcessRun:
+    """One child. Create, then ``start()`` (non-blocking), then ``wait()`` in the runner greenlet.
+
+    The timeout and kill escalation run in a supervisor greenlet started by ``start()``, so they hold
+    even if the waiting greenlet is killed. The caller owns ``log``: it writes the header before
+    ``start()``, the footer after ``wait()``, then closes it. ``wait()`` returns only after the output
+    pipe is closed, so no descriptor of the run outlives it.
+    """
+
+    def __init__(
+        self,
+        command: str,
+        *,
+        shell: str,
+        cwd: str | None,
+        env: Mapping[str, str],
+        log: JobLog,
+        timeout: float | None,
+        kill_grace: float,
+        clock: Clock,
+        drain: float = 2.0,
+        tail_lines: int = 20,
+        max_line: int = 1000,
+    ):
+        self.command = command
+        self.shell = shell
+        self.cwd = cwd
+        self.env = dict(env)
+        self.log = log
+        self.timeout = timeout
+        self.kill_grace = kill_grace
+        self.clock = clock
+        self.drain = drain
+        self.pid: int | None = None
+        self._tail = LineTail(tail_lines, max_line)
+        self._popen: Popen | None = None
+        self._supervisor: gevent.Greenlet | None = None
+        self._result: RunResult | None = None
+        self._started = False
+        self._started_mono: float | None = None
+        self._wake = gevent.event.Event()
+        self._term_at: float | None = None
+        self._kill_at: float | None = None
+        self._killed = False
+        self._timed_out = False
+        self._cancelled = False
+
+    @property
+    def result(self) -> RunResult | None:
+        """The result once the run is over, else None."""
+        return self._result
+
+    def start(self) -> None:
+        """Spawn the child. A run that cannot start gets an ERROR result; nothing is raised."""
+        if self._started:
+            raise RuntimeError("ProcessRun.start() called twice")
+        self._started = True
+        if self._cancelled:
+            self._finish_unstarted(Outcome.CANCELLED, describe_exit(None, cancelled=True))
+            return
+        cwd = os.path.expanduser(self.cwd) if self.cwd else None
+        if cwd is not None and not os.path.isdir(cwd):
+            what = "is not a directory" if os.path.exists(cwd) else "does not exist"
+            self._finish_unstarted(Outcome.ERROR, describe_exit(None, not_started=f"dir {cwd} {what}"))
+            return
+        try:
+            read_fd, write_fd = os.pipe()
+        except OSError as exc:
+            reason = f"cannot create a pipe: {exc.strerror}"
+            self._finish_unstarted(Outcome.ERROR, describe_exit(None, not_started=reason))
+            return
+        try:
+            popen = Popen([self.shell, "-c", self.command], stdin=DEVNULL, stdout=write_fd, stderr=write_fd,
+                          cwd=cwd, env=self.env, start_new_session=True, close_fds=True)
+        except (OSError, ValueError) as exc:
+            os.close(read_fd)
+            self._finish_unstarted(Outcome.ERROR, describe_exit(None, not_started=self._start_error(exc, cwd)))
+            return
+        finally:
+            # The child has its copy; ours must go or the pipe never reaches EOF.
+            os.close(write_fd)
+        self._popen = popen
+        self.pid = popen.pid
+        self._started_mono = self.clock.monotonic()
+        popen.result.rawlink(lambda _result: self._wake.set())
+        gevent.os.make_nonblocking(read_fd)
+        pump = gevent.spawn(self._pump_output, read_fd)
+        pump.name = f"koku-output-{popen.pid}"
+        self._supervisor = gevent.spawn(self._supervise, popen, pump, read_fd)
+        self._supervisor.name = f"koku-run-{popen.pid}"
+        self._supervisor.link_exception(self._supervisor_died)
+
+    def wait(self) -> RunResult:
+        """Block the calling greenlet until the run is over; the timeout is enforced meanwhile."""
+        if self._result is not None:
+            return self._result
+        if self._supervisor is None:
+            raise RuntimeError("ProcessRun.wait() called before start()")
+        self._supervisor.join()
+        if self._result is None:
+            # The supervisor died of a bug; get() re-raises it here rather than hiding it.
+            self._supervisor.get()
+            raise RuntimeError(f"run of pid {self.pid} ended without a result")
+        return self._result
+
+    def cancel(self, grace: float) -> None:
+        """Daemon shutdown: TERM the group now, KILL it after ``grace`` seconds; ``wait()`` then returns
+        CANCELLED. Safe from any greenlet, before start, during a timeout's grace, or after the end."""
+        if self._result is not None:
+            return
+        popen = self._popen
+        if popen is None:
+            self._cancelled = True  # start() will not spawn
+            return
+        if popen.returncode is not None and self._term_at is None:
+            return  # it ended by itself; only the output drain is left
+        self._cancelled = True
+        now = self.clock.monotonic()
+        if self._term_at is None:
+            self._terminate(grace)
+        elif self._kill_at is not None:
+            self._kill_at = min(self._kill_at, now + grace)
+        self._wake.set()
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _start_error(self, exc: BaseException, cwd: str | None) -> str:
+        if isinstance(exc, ValueError):  # e.g. a NUL byte in the command or env
+            return f"invalid command or environment: {exc}"
+        assert isinstance(exc, OSError)
+        in_dir = cwd is not None and exc.filename == cwd
+        what = f"dir {cwd}" if in_dir else f"shell {self.shell}"
+        if isinstance(exc, FileNotFoundError):
+            return f"{what} does not exist" if in_dir else f"{what} not found"
+        if isinstance(exc, NotADirectoryError):
+            return f"{what} is not a directory" if in_dir else f"{what} not found"
+        if isinstance(exc, PermissionError):
+            return f"permission denied: {what}"
+        if exc.errno in (errno.EAGAIN, errno.ENOMEM):
+            return f"cannot fork: {exc.strerror}"
+        return f"{what}: {exc.strerror or exc}"
+
+    def _finish_unstarted(self, outcome: Outcome, description: str) -> None:
+        self._result = RunResult(outcome=outcome, description=description, exit_code=None, signal=None,
+                                 pid=None, started_mono=None, ended_mono=self.clock.monotonic(), tail=())
+
+    def _pump_output(self, fd: int) -> None:
+        while True:
+            try:
+                data = gevent.os.nb_read(fd, _CHUNK)
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                _log.warning("pid=%s reading output failed: %s", self.pid, exc)
+                return
+            if not data:
+                return
+            self._tail.feed(data)
+            self.log.write(data)
+
+    def _terminate(self, grace: float) -> None:
+        assert self.pid is not None
+        now = self.clock.monotonic()
+        self._term_at = now
+        self._kill_at = now + grace
+        kill_group(self.pid, signal.SIGTERM)
+
+    def _kill(self) -> None:
+        assert self.pid is not None
+        self._killed = True
+        kill_group(self.pid, signal.SIGKILL)
+
+    def _supervise(self, popen: Popen, pump: gevent.Greenlet, read_fd: int) -> None:
+        try:
+            self._wait_leader(popen)
+            ended = self.clock.monotonic()
+            if self._term_at is not None and not self._killed:
+                self._wait_group_or_kill()
+            # A backgrounded grandchild may hold the pipe open forever: drain for a bounded time only.
+            pump.join(timeout=self.drain)
+        finally:
+            if not pump.dead:
+                pump.kill(block=True, timeout=1.0)
+            os.close(read_fd)
+        self._result = self._make_result(popen.returncode, ended)
+
+    def _wait_leader(self, popen: Popen) -> None:
+        assert self._started_mono is not None
+        while popen.returncode is None:
+            now = self.clock.monotonic()
+            deadline: float | None = None
+            if self._term_at is None:
+                if self.timeout is not None:
+                    deadline = self._started_mono + self.timeout
+                    if now >= deadline:
+                        self._timed_out = True
+                        self._terminate(self.kill_grace)
+                        continue
+            elif not self._killed:
+                assert self._kill_at is not None
+                if now >= self._kill_at:
+                    self._kill()
+                    continue
+                deadline = self._kill_at
+            self._wake.clear()
+            if popen.returncode is not None:
+                break
+            self._wake.wait(None if deadline is None else max(0.0, deadline - now))
+
+    def _wait_group_or_kill(self) -> None:
+        # The leader is gone but members that trap or ignore TERM may remain; the group id stays ours
+        # while any member lives, so polling it and then KILLing it cannot hit a stranger.
+        assert self.pid is not None and self._kill_at is not None
+        poll = _GROUP_POLL_MIN
+        while group_alive(self.pid):
+            remaining = self._kill_at - self.clock.monotonic()
+            if remaining <= 0:
+                self._kill()
+                return
+            self._wake.clear()
+            self._wake.wait(min(poll, remaining))
+            poll = min(poll * 2, _GROUP_POLL_MAX)
+
+    def _make_result(self, rc: int | None, ended: float) -> RunResult:
+        grace = None
+        if self._killed and self._kill_at is not None and self._term_at is not None:
+            grace = self._kill_at - self._term_at
+        cancelled = self._cancelled and not self._timed_out
+        description = describe_exit(rc, timed_out=self.timeout if self._timed_out else None,
+                                    killed_after_grace=grace, cancelled=cancelled)
+        if self._timed_out:
+            outcome = Outcome.TIMEOUT
+        elif cancelled:
+            outcome = Outcome.CANCELLED
+        elif rc == 0:
+            outcome = Outcome.SUCCESS
+        else:
+            outcome = Outcome.FAILURE
+        return RunResult(outcome=outcome, description=description,
+                         exit_code=rc if rc is not None and rc >= 0 else None,
+                         signal=-rc if rc is not None and rc < 0 else None,
+                         pid=self.pid, started_mono=self._started_mono, ended_mono=ended,
+                         tail=tuple(self._tail.lines()))
+
+    def _supervisor_died(self, greenlet: gevent.Greenlet) -> None:
+        _log.error("pid=%s supervisor failed: %r", self.pid, greenlet.exception)
+        if self.pid is not None and self._popen is not None and self._popen.returncode is None:
+            kill_group(self.pid, signal.SIGKILL)
