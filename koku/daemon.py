@@ -132,7 +132,7 @@ class Daemon:
         self.memory, warnings = self.store.load()
         for warning in warnings:
             logfmt.warning(warning)
-        self.executor = ProcessExecutor(self.clock, self.paths.log_dir, lambda: self.config.daemon)  # type: ignore[union-attr]
+        self.executor = ProcessExecutor(self.clock, self.paths.log_dir, lambda: self.config)  # type: ignore[arg-type,return-value]
         self._recover_interrupted()
         group = self.config.daemon.socket_group if os.geteuid() == 0 else None
         self.server = ControlServer(self.paths.socket, self.handle, group)

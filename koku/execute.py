@@ -14,6 +14,7 @@ import gevent
 
 from . import logfmt
 from .clock import Clock
+from .config import Config
 from .joblog import JobLog
 from .model import RunRecord
 from .process import Outcome, ProcessRun, RunResult
@@ -21,10 +22,10 @@ from .runner import JobRunner
 
 
 class ProcessExecutor:
-    def __init__(self, clock: Clock, log_dir: Path, daemon_cfg: Callable[[], object]):
+    def __init__(self, clock: Clock, log_dir: Path, config: Callable[[], Config]):
         self.clock = clock
         self.log_dir = log_dir
-        self._daemon_cfg = daemon_cfg  # a callable: reload may replace the daemon settings
+        self._config = config  # a callable: reload replaces the config
         self._procs: dict[tuple[str, int], ProcessRun] = {}
         self._greenlets: dict[tuple[str, int], gevent.Greenlet] = {}
         self._logs: dict[str, tuple[JobLog, int]] = {}  # job name -> (log, runs using it)
@@ -47,10 +48,10 @@ class ProcessExecutor:
         return list(self._greenlets.values())
 
     def _acquire_log(self, name: str) -> JobLog:
-        cfg = self._daemon_cfg()
+        cfg = self._config().daemon
         log, users = self._logs.get(name, (None, 0))
         if log is None:
-            log = JobLog(self.log_dir / f"{name}.log", cfg.log_max_bytes, cfg.log_keep,  # type: ignore[attr-defined]
+            log = JobLog(self.log_dir / f"{name}.log", cfg.log_max_bytes, cfg.log_keep,
                          on_error=lambda msg: logfmt.error("job log write failed", job=name, reason=msg))
         self._logs[name] = (log, users + 1)
         return log
@@ -74,20 +75,23 @@ class ProcessExecutor:
         return env
 
     def _run(self, runner: JobRunner, record: RunRecord) -> None:
-        cfg = self._daemon_cfg()
+        config = self._config()
+        cfg = config.daemon
         name = runner.cfg.name
+        # Like cron, a job without a dir runs in the home directory, not wherever the daemon started.
+        cwd = config.job_dir(runner.cfg) or Path.home()
         key = (name, record.run)
         log = self._acquire_log(name)
         try:
             log.write_line(f"--- {record.started} run={record.run} {record.trigger} started: {runner.cfg.command}")
             proc = ProcessRun(
                 runner.cfg.command,
-                shell=cfg.shell,  # type: ignore[attr-defined]
-                cwd=os.path.expanduser(runner.cfg.dir) if runner.cfg.dir else None,
+                shell=cfg.shell,
+                cwd=str(cwd),
                 env=self._environment(runner, record),
                 log=log,
                 timeout=runner.cfg.timeout,
-                kill_grace=cfg.kill_grace,  # type: ignore[attr-defined]
+                kill_grace=cfg.kill_grace,
                 clock=self.clock,
             )
             self._procs[key] = proc

@@ -27,7 +27,10 @@ EXACT_SKIP_LIMIT = 1000  # backoff: beyond this many skipped runs, estimate inst
 
 
 def iso(dt: datetime | None) -> str | None:
-    return None if dt is None else dt.astimezone(timezone.utc).isoformat(timespec="seconds")
+    """UTC ISO 8601; milliseconds only where there are any (scheduled instants are whole seconds)."""
+    if dt is None:
+        return None
+    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds" if dt.microsecond else "seconds")
 
 
 def parse_iso(text: str | None) -> datetime | None:
