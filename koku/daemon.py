@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import grp
 import os
 import random
 import signal
@@ -114,10 +115,20 @@ class Daemon:
     # ----- start-up ----------------------------------------------------------------------------
     def run(self) -> int:
         """Run until stopped. Raises ConfigError / AlreadyRunning / OSError before start-up completes."""
-        self.paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.paths.root, 0o700)
-        self.paths.log_dir.mkdir(exist_ok=True, mode=0o700)
         self.config = load_config(self.config_path)
+        self.paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.paths.log_dir.mkdir(exist_ok=True, mode=0o700)
+        group = self.config.daemon.socket_group
+        if group and os.geteuid() == 0:
+            # Members of socket_group must be able to reach the socket, and only the socket.
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise ConfigError(f"{self.config_path}: [daemon]: socket_group \"{group}\" does not exist") from None
+            os.chown(self.paths.root, -1, gid)
+            os.chmod(self.paths.root, 0o710)
+        else:
+            os.chmod(self.paths.root, 0o700)
         self._lock.acquire()
         try:
             return self._run_locked()

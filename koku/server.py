@@ -105,10 +105,13 @@ class ControlServer:
     def _serve(self, conn: socket.socket, _address: Any) -> None:
         conn.settimeout(IDLE_TIMEOUT)
         try:
-            if not peer_allowed(conn, self._group):
-                conn.sendall(protocol.dumps(protocol.error("permission denied: not root or in socket_group")))
-                return
+            allowed = peer_allowed(conn, self._group)
             for line in _lines(conn):
+                if not allowed:
+                    # Answer the first request, then hang up: a client that writes before it reads (as
+                    # muzan's does) gets a reason instead of a broken pipe.
+                    conn.sendall(protocol.dumps(protocol.error("permission denied: not root or in socket_group")))
+                    return
                 if line is None:
                     reply = protocol.error(f"invalid request: line longer than {protocol.MAX_LINE} bytes")
                 else:
