@@ -234,3 +234,65 @@ def test_a_thousand_runs_leave_no_zombies_and_no_extra_fds(kenv):
     assert len(os.listdir(f"/proc/{pid}/fd")) <= fds_before
     hist = kenv.request({"History": {"name": "quick", "limit": 100}})["History"]
     assert len(hist) == 10 and all(r["outcome"] == "success" for r in hist)
+
+
+def test_sighup_reloads_and_a_removed_jobs_run_finishes(kenv):
+    done = kenv.work / "done"
+    kenv.write_config(config(
+        {"name": "keep", "cron": "@yearly", "command": "true"},
+        {"name": "going", "cron": "@yearly", "command": f"sleep 1.5; touch {done}"},
+    ))
+    pid = kenv.start()
+    kenv.request({"Pause": "keep"})
+    assert "Ok" in kenv.request({"Run": "going"})
+    kenv.write_config(config(
+        {"name": "keep", "cron": "@yearly", "command": "true"},
+        {"name": "fresh", "cron": "@monthly", "command": "true"},
+    ))
+    os.kill(pid, signal.SIGHUP)
+    wait_for(lambda: [j["name"] for j in kenv.request("Status")["Status"]] == ["keep", "fresh"], 5)
+    assert kenv.status("keep")["state"] == "paused"  # unchanged job keeps its state
+    wait_for(done.exists, 5, what="the removed job's run to finish")
+    assert "config reloaded" in kenv.daemon_log() and "added=fresh" in kenv.daemon_log()
+
+
+def test_shutdown_gives_running_jobs_the_grace_then_kills_their_groups(kenv):
+    gc = kenv.work / "gc.pid"
+    kenv.write_config(config({"name": "slow", "cron": "@yearly",
+                              "command": f"sleep 300 & echo $! > {gc}; wait"},
+                             daemon={"shutdown_grace": "1s", "kill_grace": "1s"}))
+    kenv.start()
+    kenv.request({"Run": "slow"})
+    wait_for(gc.exists, 5)
+    t0 = time.monotonic()
+    assert kenv.ku("daemon", "stop").returncode == 0
+    assert 0.9 <= time.monotonic() - t0 < 6
+    wait_for(lambda: not alive(int(gc.read_text())), 5)
+    state = json.loads((kenv.state / "state.json").read_text())
+    last = state["jobs"]["slow"]["last_run"]
+    assert last["outcome"] == "cancelled" and "daemon shutdown" in last["description"]
+    assert state["jobs"]["slow"]["in_flight"] == []
+
+
+def test_a_corrupt_state_file_is_moved_aside_and_the_daemon_starts(kenv):
+    kenv.write_config(config({"name": "x", "cron": "@yearly", "command": "true"}))
+    kenv.state.mkdir(parents=True)
+    (kenv.state / "state.json").write_text("{ this is not json")
+    kenv.start()
+    assert (kenv.state / "state.json.corrupt-1").read_text() == "{ this is not json"
+    assert "is corrupt" in kenv.daemon_log()
+    assert kenv.status("x")["state"] == "idle"
+    wait_for(lambda: json.loads((kenv.state / "state.json").read_text())["jobs"].get("x") is not None, 5)
+
+
+def test_error_to_start_is_told_apart_from_failure(kenv):
+    kenv.write_config(config(
+        {"name": "nodir", "cron": "@yearly", "command": "true", "dir": "/nonexistent/koku"},
+        {"name": "fails", "cron": "@yearly", "command": "exit 3"},
+    ))
+    kenv.start()
+    res = kenv.ku("run", "nodir", "--wait")
+    assert res.returncode == 1 and "could not start: dir /nonexistent/koku does not exist" in res.stderr
+    assert kenv.ku("run", "fails", "--wait").returncode == 3
+    outcomes = {n: kenv.request({"History": {"name": n, "limit": 1}})["History"][0]["outcome"] for n in ("nodir", "fails")}
+    assert outcomes == {"nodir": "error", "fails": "failure"}

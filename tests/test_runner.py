@@ -238,3 +238,17 @@ def test_illegal_state_moves_are_refused():
         check_move(JobState.IDLE, JobState.STOPPED)
     with pytest.raises(IllegalTransition):
         check_move(JobState.FAILING, JobState.STOPPED)
+
+
+def test_jitter_delays_each_run_within_the_window():
+    w = World(at("2026-05-01T00:00:00+00:00"))
+    w.add(name="j", cron="*/10 * * * *", command="true", tz="UTC", jitter="5m")
+    w.run_until(at("2026-05-01T03:00:00+00:00"))
+    delays = []
+    for name, record in w.executor.started:
+        delay = (datetime.fromisoformat(record.started) - datetime.fromisoformat(record.scheduled)).total_seconds()
+        delays.append(delay)
+    # 00:10 .. 02:50; the 03:00 run is jittered past the end of the window
+    assert [s[11:16] for s in w.scheduled()] == [f"{m // 60:02d}:{m % 60:02d}" for m in range(10, 180, 10)]
+    assert all(0 <= d < 300 for d in delays), delays
+    assert len({round(d) for d in delays}) > 5  # really random, not a constant offset
