@@ -46,3 +46,9 @@ class ProtocolError(KokuError):
     """A message on the control socket is malformed."""
 
     exit_code = 1
+
+
+class BootstrapError(KokuError):
+    """Native code for the daemon cannot be found, extracted or loaded."""
+
+    exit_code = 1

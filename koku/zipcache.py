@@ -1,0 +1,166 @@
+"""A bytecode cache for modules imported from koku.pyz.
+
+Python writes no ``.pyc`` for modules it imports from a zip, so every ``ku status`` would compile koku,
+docopt and prettytable from source again (about 150 ms). The archive's ``__main__.py`` installs this
+finder first: modules found in the archive get their code from marshalled files under
+``<cache dir>/pyc/<archive key>/``, written the first time each one is compiled. The key covers the
+archive's path, size and mtime and the interpreter's cache tag, so a replaced ``koku.pyz`` or another
+Python never reads stale code. Only bytecode is cached here; native code is never extracted for client
+commands. The cache dir is chosen with the same checks as the daemon's (``koku.cachedir``): code is
+only ever loaded from a directory that we own and nobody else can write. Any failure to cache just
+means compiling from source, as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import marshal
+import os
+import shutil
+import sys
+import zipimport
+from types import CodeType, ModuleType
+from typing import Any
+
+_HEADER = importlib.util.MAGIC_NUMBER + b"koku-zip-cache\0\0"  # 4 + 16 bytes
+
+
+class _CachedLoader:
+    """Wraps the archive's zipimporter; code comes from the cache, everything else from the archive."""
+
+    def __init__(self, zip_loader: zipimport.zipimporter, cache: str):
+        self._zip = zip_loader
+        self._cache = cache
+
+    def __getattr__(self, name: str) -> Any:
+        # get_data, get_source, get_resource_reader, is_package, archive, prefix ...: as the archive has them
+        return getattr(self._zip, name)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return None
+
+    def exec_module(self, module: ModuleType) -> None:
+        exec(self.get_code(module.__spec__.name), module.__dict__)  # type: ignore[union-attr]
+
+    def get_code(self, fullname: str) -> CodeType:
+        path = os.path.join(self._cache, fullname + ".pyc")
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            if data[: len(_HEADER)] == _HEADER:
+                return marshal.loads(memoryview(data)[len(_HEADER):])
+        except (OSError, ValueError, EOFError, TypeError):
+            pass
+        code = self._zip.get_code(fullname)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(_HEADER + marshal.dumps(code))
+            os.replace(tmp, path)
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        return code
+
+
+class _Finder:
+    """Sits just before PathFinder and answers for modules in the archive itself.
+
+    zipimport's own ``find_spec`` compiles a module just to learn its file name, which would undo the
+    cache, so specs for archive members are made here from the archive's member list. Anything else
+    (stdlib, namespace packages, an interpreter whose zipimport hides its member list) goes to
+    PathFinder as usual.
+    """
+
+    def __init__(self, archive: str, cache: str):
+        self._archive = archive
+        self._cache = cache
+
+    def _importer(self, entry: str) -> zipimport.zipimporter | None:
+        importer = sys.path_importer_cache.get(entry)
+        if not isinstance(importer, zipimport.zipimporter):
+            try:
+                importer = zipimport.zipimporter(entry)
+            except zipimport.ZipImportError:
+                return None
+            sys.path_importer_cache[entry] = importer
+        return importer
+
+    def _spec_in(self, entry: str, fullname: str) -> importlib.machinery.ModuleSpec | None:
+        importer = self._importer(entry)
+        if importer is None:
+            return None
+        # Private, but present on every CPython koku supports; without it PathFinder does the work.
+        files = importer._get_files() if hasattr(importer, "_get_files") else getattr(importer, "_files", None)
+        if not isinstance(files, dict):
+            return None
+        prefix = entry[len(self._archive):].strip(os.sep)
+        rel = os.path.join(prefix, fullname.rpartition(".")[2])
+        if os.path.join(rel, "__init__.py") in files:
+            origin, package = os.path.join(self._archive, rel, "__init__.py"), True
+        elif rel + ".py" in files:
+            origin, package = os.path.join(self._archive, rel + ".py"), False
+        else:
+            return None
+        spec = importlib.machinery.ModuleSpec(fullname, _CachedLoader(importer, self._cache), origin=origin,
+                                              is_package=package)
+        spec.has_location = True
+        if package:
+            spec.submodule_search_locations = [os.path.join(self._archive, rel)]
+        return spec
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        for entry in sys.path if path is None else path:
+            if not (isinstance(entry, str) and (entry == self._archive or entry.startswith(self._archive + os.sep))):
+                break  # the archive's entries come first; past them, the ordinary search decides
+            spec = self._spec_in(entry, fullname)
+            if spec is not None:
+                return spec
+        return None
+
+    def invalidate_caches(self) -> None:
+        pass
+
+
+def _cache_for(archive: str) -> str | None:
+    from koku.cachedir import cache_candidates, check_cache_dir
+
+    try:
+        st = os.stat(archive)
+    except OSError:
+        return None
+    uid = os.getuid()
+    base = next((c.path for c in cache_candidates(uid=uid) if check_cache_dir(c.path, uid, create=True) is None), None)
+    if base is None:
+        return None
+    where = hashlib.sha256(archive.encode()).hexdigest()[:12]
+    what = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}:{sys.implementation.cache_tag}".encode()).hexdigest()[:12]
+    root = os.path.join(base, "pyc")
+    cache = os.path.join(root, f"{where}-{what}")
+    if not os.path.isdir(cache):
+        try:
+            os.makedirs(cache, mode=0o700, exist_ok=True)
+        except OSError:
+            return None
+        # This archive was replaced (or the interpreter changed): its old caches are dead weight.
+        for name in os.listdir(root):
+            if name.startswith(where + "-") and name != f"{where}-{what}":
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    return cache
+
+
+def install(archive: str) -> None:
+    """Serve ``archive``'s modules from a bytecode cache, if a safe cache dir can be had."""
+    if os.environ.get("KOKU_NO_PYC_CACHE"):
+        return
+    cache = _cache_for(os.path.abspath(archive))
+    if cache is None:
+        return
+    finder = _Finder(os.path.abspath(archive), cache)
+    position = next((i for i, f in enumerate(sys.meta_path) if f is importlib.machinery.PathFinder), len(sys.meta_path))
+    sys.meta_path.insert(position, finder)
