@@ -104,6 +104,7 @@ class Daemon:
         self._wake_main = gevent.event.Event()
         self._wake_scheduler = gevent.event.Event()
         self._dirty = gevent.event.Event()
+        self._dirty_jobs: set[str] | None = set()  # None: everything must be written again
         self._reload_requested = False
         self._stop_now = False
         self._greenlets: dict[str, gevent.Greenlet] = {}
@@ -181,7 +182,7 @@ class Daemon:
     def _context(self) -> Context:
         assert self.config is not None and self.executor is not None
         return Context(clock=self.clock, scheduler=self.scheduler, daemon=self.config.daemon,
-                       executor=self.executor, changed=self._dirty.set, rng=random.Random(),
+                       executor=self.executor, changed=self._job_changed, rng=random.Random(),
                        run_ended=self._run_ended)
 
     def _add_runner(self, job: Any, startup: bool) -> None:
@@ -256,8 +257,18 @@ class Daemon:
                 gevent.sleep(SAVE_RETRY)
                 self._dirty.set()
 
+    def _job_changed(self, name: str) -> None:
+        if self._dirty_jobs is not None:
+            self._dirty_jobs.add(name)
+        self._dirty.set()
+
     def save(self) -> None:
-        self.store.save(self.memory, {"daemon_pid": os.getpid()})
+        dirty, self._dirty_jobs = self._dirty_jobs, set()
+        try:
+            self.store.save(self.memory, {"daemon_pid": os.getpid()}, dirty)
+        except OSError:
+            self._dirty_jobs = None  # we do not know what made it to disk: write everything next time
+            raise
 
     def _timer_failed(self, timer: Any, exc: BaseException) -> None:
         logfmt.error("scheduled callback failed", job=timer.label, reason=repr(exc))

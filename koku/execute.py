@@ -99,7 +99,7 @@ class ProcessExecutor:
             record.pid = proc.pid
             logfmt.info("run started", job=name, run=record.run, pid=proc.pid, trigger=record.trigger,
                         scheduled=record.scheduled)
-            runner.ctx.changed()  # the pid is worth saving: it is how a crash finds the group again
+            runner.ctx.changed(name)  # the pid is worth saving: it is how a crash finds the group again
             result = proc.wait()
             duration = "" if result.started_mono is None else f" duration={result.ended_mono - result.started_mono:.1f}s"
             log.write_line(f"--- run={record.run} {result.description}{duration}")

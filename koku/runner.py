@@ -57,7 +57,7 @@ class Context:
     scheduler: Scheduler
     daemon: DaemonConfig
     executor: Executor
-    changed: Callable[[], None]  # something worth saving happened
+    changed: Callable[[str], None]  # something worth saving happened to this job (its name)
     rng: random.Random
     run_ended: Callable[[JobRunner, RunRecord], None] = lambda runner, record: None
 
@@ -97,7 +97,7 @@ class JobRunner:
     def _settle(self, reason: str) -> None:
         """Move to the state the job's flags and runs call for."""
         self._set_state(JobState.RUNNING if self.active else self._rest_state(), reason)
-        self.ctx.changed()
+        self.ctx.changed(self.cfg.name)
 
     # ----- scheduling --------------------------------------------------------------------------
     def activate(self, startup: bool) -> None:
@@ -142,13 +142,13 @@ class JobRunner:
         base = max(scheduled, now - timedelta(seconds=self.cfg.jitter))
         self._schedule_after(base)
         if self.mem.paused or self.mem.stopped:
-            self.ctx.changed()
+            self.ctx.changed(self.cfg.name)
             return
         if self.mem.skips_left > 0:
             self.mem.skips_left -= 1
             logfmt.info("run skipped (backoff)", job=self.cfg.name, scheduled=iso(scheduled),
                         skips_left=self.mem.skips_left, next=iso(self.next_run()))
-            self.ctx.changed()
+            self.ctx.changed(self.cfg.name)
             return
         self._maybe_start(Trigger.SCHEDULE, scheduled)
 
@@ -160,7 +160,7 @@ class JobRunner:
                 self._last_skip_warning = mono
                 logfmt.warning("run skipped: still running (overlap = false)", job=self.cfg.name,
                                run=min(self.active), scheduled=iso(scheduled), skipped=self.mem.skipped)
-            self.ctx.changed()
+            self.ctx.changed(self.cfg.name)
             return None
         return self._start(trigger, scheduled)
 

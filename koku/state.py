@@ -20,6 +20,9 @@ FORMAT = 1
 class StateStore:
     def __init__(self, path: Path):
         self.path = Path(path)
+        # Each job's JSON, kept between saves: a save re-encodes only the jobs that changed, so a
+        # daemon with many jobs and a long history does not serialize all of it on every run.
+        self._fragments: dict[str, str] = {}
 
     def load(self) -> tuple[dict[str, JobMemory], list[str]]:
         """Return (memory per job name, warnings). Never raises for a bad file."""
@@ -55,10 +58,21 @@ class StateStore:
                     return None
         return None
 
-    def save(self, jobs: dict[str, JobMemory], extra: dict[str, Any] | None = None) -> None:
-        """Write the whole state atomically. Raises OSError (e.g. ENOSPC); the caller retries."""
-        data: dict[str, Any] = {"format": FORMAT, **(extra or {}), "jobs": {n: m.to_dict() for n, m in jobs.items()}}
-        payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    def save(self, jobs: dict[str, JobMemory], extra: dict[str, Any] | None = None,
+             changed: set[str] | None = None) -> None:
+        """Write the whole state atomically. ``changed`` names the jobs whose memory changed since the
+        last save (None: all of them). Raises OSError (e.g. ENOSPC); the caller retries."""
+        encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+        fragments = {}
+        for name, mem in jobs.items():
+            fragment = self._fragments.get(name)
+            if fragment is None or changed is None or name in changed:
+                fragment = encode(mem.to_dict())
+            fragments[name] = fragment
+        self._fragments = fragments
+        head = encode({"format": FORMAT, **(extra or {})})
+        body = ",".join(f"{encode(name)}:{fragment}" for name, fragment in fragments.items())
+        payload = f'{head[:-1]},"jobs":{{{body}}}}}'.encode()
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

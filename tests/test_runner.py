@@ -55,7 +55,7 @@ class World:
         doc = {"job": [job], "daemon": daemon or {}}
         self.cfg = parse_config(tomli_w.dumps(doc))
         ctx = Context(clock=self.clock, scheduler=self.scheduler, daemon=self.cfg.daemon, executor=self.executor,
-                      changed=lambda: None, rng=random.Random(7))
+                      changed=lambda name: None, rng=random.Random(7))
         runner = JobRunner(self.cfg.jobs[0], mem or JobMemory(), ctx)
         runner.activate(startup=startup)
         self.runners[runner.cfg.name] = runner

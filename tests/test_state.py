@@ -50,3 +50,20 @@ def test_unreadable_state_never_raises(tmp_path, content):
     else:
         assert loaded == {} and "corrupt" in warnings[0]
         assert (tmp_path / "state.json.corrupt-1").read_bytes() == content
+
+
+def test_only_changed_jobs_are_encoded_again_and_the_file_is_always_whole(tmp_path):
+    store = StateStore(tmp_path / "state.json")
+    jobs = {"a": JobMemory(runs=1), "b": JobMemory(runs=1)}
+    store.save(jobs, {"daemon_pid": 1})
+    jobs["a"].runs = 2
+    jobs["b"].runs = 2  # changed but not reported: the cached fragment is written
+    store.save(jobs, {"daemon_pid": 1}, changed={"a"})
+    data = json.loads((tmp_path / "state.json").read_text())
+    assert data["daemon_pid"] == 1 and data["format"] == 1
+    assert data["jobs"]["a"]["runs"] == 2 and data["jobs"]["b"]["runs"] == 1
+    store.save(jobs, None, changed=None)
+    assert json.loads((tmp_path / "state.json").read_text())["jobs"]["b"]["runs"] == 2
+    del jobs["a"]
+    store.save(jobs, None, changed=set())
+    assert list(json.loads((tmp_path / "state.json").read_text())["jobs"]) == ["b"]
