@@ -1,0 +1,90 @@
+"""Next-run previews and schedule warnings for ``ku check``. Pure: the caller passes the start instant."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable, Protocol
+
+from .schedule import Schedule, zone_name
+
+
+class PreviewedJob(Protocol):
+    """What preview needs from a job (koku.config's JobConfig has these attributes)."""
+
+    name: str
+    cron: str
+    tz: str | None
+    schedule: Schedule
+    overlap: bool
+    timeout: float | None  # seconds
+    dir: str | None
+
+
+@dataclass(frozen=True)
+class JobPreview:
+    name: str
+    cron: str
+    tz: str  # zone_name() of the schedule's zone
+    next: tuple[datetime, ...]  # aware, in the job's zone; empty for @reboot
+    warnings: tuple[str, ...]
+
+
+def short_duration(seconds: float) -> str:
+    """Compact, config-style duration: 2h, 1h30m, 45s, 1d2h, 0.5s."""
+    if seconds < 1:
+        return f"{seconds:g}s"
+    rest = int(round(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def _dir_warning(path: str | None) -> str | None:
+    if not path:
+        return None
+    full = os.path.expanduser(path)
+    if not os.path.exists(full):
+        return f'dir "{path}" does not exist'
+    if not os.path.isdir(full):
+        return f'dir "{path}" is not a directory'
+    return None
+
+
+def _overlap_warning(job: PreviewedJob, runs: list[datetime]) -> str | None:
+    if job.overlap or job.timeout is None or len(runs) < 2:
+        return None
+    gap = min((b - a).total_seconds() for a, b in zip(runs, runs[1:]))
+    if job.timeout <= gap:
+        return None
+    return (
+        f"timeout {short_duration(job.timeout)} is longer than the {short_duration(gap)} between runs; "
+        "with overlap = false runs will be skipped"
+    )
+
+
+def preview_jobs(jobs: Iterable[PreviewedJob], start: datetime, n: int = 3) -> list[JobPreview]:
+    """The next ``n`` runs after aware ``start`` for each job, with warnings: a timeout longer than
+    the shortest previewed gap between runs (when overlap is off), runs moved or doubled by DST, and a
+    missing working directory. @reboot jobs get no runs and only the directory warning."""
+    previews = []
+    for job in jobs:
+        schedule = job.schedule
+        runs = schedule.runs_after(start, n)
+        warnings: list[str] = []
+        overlap = _overlap_warning(job, runs)
+        if overlap:
+            warnings.append(overlap)
+        for run in runs:
+            note = schedule.dst_note(run)
+            if note and note not in warnings:
+                warnings.append(note)
+        missing = _dir_warning(job.dir)
+        if missing:
+            warnings.append(missing)
+        previews.append(JobPreview(job.name, job.cron, zone_name(schedule.tz), tuple(runs), tuple(warnings)))
+    return previews
