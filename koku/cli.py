@@ -163,7 +163,8 @@ def _daemon_run(args: dict[str, Any]) -> int:
     from .daemon import Daemon  # the one place the CLI reaches gevent
 
     logfmt.setup(fmt)
-    return Daemon(config_path(args["--config"]), state_paths()).run()
+    # Absolute, so that reload reads the same file whatever the daemon's working directory is.
+    return Daemon(config_path(args["--config"]).absolute(), state_paths()).run()
 
 
 def _daemon_info(timeout: float = 2.0) -> dict[str, Any] | None:

@@ -200,10 +200,14 @@ class Daemon:
         g.start()
 
     def _greenlet_died(self, g: gevent.Greenlet) -> None:
-        logfmt.error("greenlet died; restarting it", greenlet=g.name, reason=repr(g.exception))
+        # Restarted a second later, so that a greenlet that dies at once cannot spin.
+        logfmt.error("greenlet died; restarting it in 1s", greenlet=g.name, reason=repr(g.exception))
         if not self._stop.is_set():
-            gevent.sleep(1.0)  # a crash loop must not spin
-            self._spawn(g.name, {"scheduler": self._scheduler_loop, "saver": self._saver_loop}[g.name])
+            gevent.spawn_later(1.0, self._restart, g.name)
+
+    def _restart(self, name: str) -> None:
+        if not self._stop.is_set():
+            self._spawn(name, {"scheduler": self._scheduler_loop, "saver": self._saver_loop}[name])
 
     def _install_signals(self) -> None:
         gevent.signal_handler(signal.SIGTERM, self.request_stop)
