@@ -2,14 +2,28 @@
 
 ``koku.pyz`` (built by ``build_zipapp.py``) carries koku and its pure-Python dependencies at its root,
 imported straight from the archive, plus gevent and greenlet (C extensions, which cannot be imported
-from a zip) once per interpreter under ``_native/<key>/``, where ``<key>`` is e.g.
+from a zip) once per interpreter as a nested archive ``_native/<key>.zip``, where ``<key>`` is e.g.
 ``cpython-311-x86_64-linux-gnu``. ``_koku_build.json`` at the root names the build (a hash of every
-member) and what each native folder needs.
+member) and what each native build needs.
+
+Why nested archives: every start reads the archive's central directory, in pure Python, at 10-20 us
+an entry. Twenty native builds are about 2,500 files, tzdata 649; as one entry each they cost nothing
+until they are unpacked.
 
 Client commands never come here for native code. The daemon calls ``prepare_daemon()``: the whole
-application, with the native folder for this interpreter, is extracted once into a cache directory
-keyed by the build and the interpreter, then the process re-executes itself on that copy. From then on
-nothing is read from the ``.pyz``, so it can be replaced while the daemon runs.
+application, with the native build for this interpreter and every ``_lazy/`` package unpacked at its
+root, is extracted once into a cache directory keyed by the build and the interpreter, then the
+process re-executes itself on that copy. From then on nothing is read from the ``.pyz``, so it can be
+replaced while the daemon runs.
+
+tzdata (decided here, used by ``koku.zipcache``): ``zoneinfo`` imports the ``tzdata`` package only
+when a zone is not in its TZPATH, i.e. on systems without a tz database (minimal containers) or with
+one that lacks a newer zone. So tzdata is not at the archive's root but in ``_lazy/tzdata.zip``; the
+archive's import hook answers ``import tzdata`` by unpacking it once into
+``<cache dir>/<build>-tzdata`` (``extract_lazy()``, pure data and ``__init__.py`` files, never
+native code) and importing it from there. Where no cache dir is usable, tzdata cannot be imported
+and zones missing from the system are reported as unknown. The daemon's copy has ``tzdata/`` unpacked
+at its root, as any installed package.
 
 Every command imports this module, so only cheap stdlib modules are imported up front.
 """
@@ -26,7 +40,8 @@ from koku.cachedir import _ST_NOEXEC, CacheChoice, cache_candidates, check_cache
 from koku.errors import BootstrapError, KokuError  # noqa: F401
 
 MANIFEST = "_koku_build.json"
-NATIVE_DIR = "_native"
+NATIVE_DIR = "_native"  # _native/<key>.zip: one interpreter's native build, a nested archive
+LAZY_DIR = "_lazy"  # _lazy/<package>.zip: a package unpacked only when first imported
 # Set for the re-executed daemon; tells it which extracted copy it is supposed to be running from.
 ENV_EXTRACTED = "KOKU_EXTRACTED_APP"
 NATIVE_PACKAGES = ("gevent", "greenlet")
@@ -203,17 +218,23 @@ def app_dir_name(manifest: Manifest, key: str) -> str:
     return f"{manifest.build_id[:24]}-{key}"
 
 
-def _member_target(name: str, key: str) -> str | None:
-    """Where an archive member goes in the extracted copy ('' for the root), or None to skip it."""
+def lazy_dir_name(manifest: Manifest, package: str) -> str:
+    return f"{manifest.build_id[:24]}-{package}"
+
+
+def _unpacked_at_root(name: str, key: str) -> bool | None:
+    """For a member under ``_native/`` or ``_lazy/``: True if it is a nested archive the extracted copy
+    for ``key`` unpacks at its root, False to skip it. None for an ordinary member, copied as it is."""
     if name.startswith(NATIVE_DIR + "/"):
-        prefix = f"{NATIVE_DIR}/{key}/"
-        return name[len(prefix) :] if name.startswith(prefix) else None
-    return name
+        return name == f"{NATIVE_DIR}/{key}.zip"
+    if name.startswith(LAZY_DIR + "/"):
+        return name.endswith(".zip")
+    return None
 
 
 def _safe_relative(name: str) -> bool:
     parts = name.split("/")
-    return not name.startswith("/") and ".." not in parts and "\\" not in name
+    return bool(name) and not name.startswith("/") and ".." not in parts and "\\" not in name
 
 
 def _prune_dead_temp_dirs(cache_dir: Path) -> None:
@@ -239,7 +260,7 @@ def _prune_dead_temp_dirs(cache_dir: Path) -> None:
 
 
 def extract_app(archive: str | os.PathLike[str], cache_dir: str | os.PathLike[str], key: str | None = None) -> Path:
-    """Extract the application with the native folder for ``key`` (default: this interpreter).
+    """Extract the application with the native build for ``key`` (default: this interpreter).
 
     Returns ``<cache_dir>/<build>-<key>``, a directory ``python`` can run. Safe when many processes do
     it at once: the copy is written to a private temp dir and renamed into place, so a directory under
@@ -249,11 +270,68 @@ def extract_app(archive: str | os.PathLike[str], cache_dir: str | os.PathLike[st
     unwritable cache).
     """
     archive = os.fspath(archive)
-    cache_dir = Path(cache_dir)
     key = key or native_key()
     manifest = read_manifest(archive)
     manifest.native_for(key)
-    final = cache_dir / app_dir_name(manifest, key)
+
+    def fill(zf: Any, tmp: Path) -> None:
+        unpacked = set()
+        for info in zf.infolist():
+            nested = _unpacked_at_root(info.filename, key)
+            if nested is None:
+                _write_member(zf, info, tmp, archive)
+            elif nested:
+                _unpack_nested(zf, info.filename, tmp, archive)
+                unpacked.add(info.filename)
+        if f"{NATIVE_DIR}/{key}.zip" not in unpacked:
+            raise BootstrapError(f"{archive} is damaged: its manifest lists {key}, but {NATIVE_DIR}/{key}.zip "
+                                 "is missing; rebuild the file")
+
+    return _materialize(archive, manifest, Path(cache_dir), app_dir_name(manifest, key), fill)
+
+
+def extract_lazy(archive: str | os.PathLike[str], cache_dir: str | os.PathLike[str], package: str) -> Path:
+    """Unpack ``_lazy/<package>.zip`` into ``<cache_dir>/<build>-<package>`` (once) and return that
+    directory, which then holds ``<package>/``. Pure Python and data only: the client path may call it.
+    Concurrency as in ``extract_app``. Raises BootstrapError."""
+    archive = os.fspath(archive)
+    manifest = read_manifest(archive)
+
+    def fill(zf: Any, tmp: Path) -> None:
+        _unpack_nested(zf, f"{LAZY_DIR}/{package}.zip", tmp, archive)
+
+    return _materialize(archive, manifest, Path(cache_dir), lazy_dir_name(manifest, package), fill)
+
+
+def _write_member(zf: Any, info: Any, tmp: Path, archive: str) -> None:
+    import shutil
+
+    name = info.filename
+    if not _safe_relative(name.rstrip("/")):
+        raise BootstrapError(f"{archive}: unsafe member name {name!r}")
+    dest = tmp / name
+    if name.endswith("/"):
+        dest.mkdir(parents=True, exist_ok=True)
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zf.open(info) as src, open(dest, "xb") as out:
+        shutil.copyfileobj(src, out)
+
+
+def _unpack_nested(zf: Any, member: str, tmp: Path, archive: str) -> None:
+    import io
+    import zipfile
+
+    # In memory: a few MB at most, and reading it whole checks the outer CRC before anything is used.
+    with zipfile.ZipFile(io.BytesIO(zf.read(member))) as inner:
+        for info in inner.infolist():
+            _write_member(inner, info, tmp, f"{archive}:{member}")
+
+
+def _materialize(archive: str, manifest: Manifest, cache_dir: Path, name: str,
+                 fill: Callable[[Any, Path], None]) -> Path:
+    """``cache_dir/name``, made by ``fill(open archive, private temp dir)`` unless it exists."""
+    final = cache_dir / name
     if os.path.isdir(final):
         return final
     import fcntl
@@ -267,15 +345,15 @@ def extract_app(archive: str | os.PathLike[str], cache_dir: str | os.PathLike[st
             fcntl.flock(lock, fcntl.LOCK_EX)
         except OSError:
             pass  # e.g. ENOLCK on some network filesystems: the rename below still keeps it safe
-        if os.path.isdir(final):
-            return final
-        _extract_locked(archive, manifest, key, cache_dir, final)
+        if not os.path.isdir(final):
+            _fill_and_rename(archive, manifest, cache_dir, final, fill)
     finally:
         os.close(lock)
     return final
 
 
-def _extract_locked(archive: str, manifest: Manifest, key: str, cache_dir: Path, final: Path) -> None:
+def _fill_and_rename(archive: str, manifest: Manifest, cache_dir: Path, final: Path,
+                     fill: Callable[[Any, Path], None]) -> None:
     import errno
     import shutil
     import tempfile
@@ -290,19 +368,7 @@ def _extract_locked(archive: str, manifest: Manifest, key: str, cache_dir: Path,
         with zipfile.ZipFile(archive) as zf:
             if _parse_manifest(zf.read(MANIFEST), archive).build_id != manifest.build_id:
                 raise BootstrapError(f"{archive} was replaced while koku started; run the command again")
-            for info in zf.infolist():
-                target = _member_target(info.filename, key)
-                if not target:
-                    continue
-                if not _safe_relative(target):
-                    raise BootstrapError(f"{archive}: unsafe member name {info.filename!r}")
-                dest = tmp / target
-                if info.is_dir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(dest, "xb") as out:
-                    shutil.copyfileobj(src, out)
+            fill(zf, tmp)
         try:
             os.rename(tmp, final)
         except OSError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -131,6 +132,22 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = ""
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+def nested(zf: zipfile.ZipFile, member: str) -> zipfile.ZipFile:
+    """A nested archive of ``zf`` (``_native/<key>.zip``, ``_lazy/tzdata.zip``), opened in memory."""
+    return zipfile.ZipFile(io.BytesIO(zf.read(member)))
+
+
+def extracted_names(pyz: Path, key: str) -> set[str]:
+    """The files an extracted copy for ``key`` must hold: the root, that native build, the lazy packages."""
+    with zipfile.ZipFile(pyz) as zf:
+        names = {n for n in zf.namelist() if not n.endswith("/") and not n.startswith(("_native/", "_lazy/"))}
+        lazy = [n for n in zf.namelist() if n.startswith("_lazy/") and n.endswith(".zip")]
+        for member in [f"_native/{key}.zip", *lazy]:
+            with nested(zf, member) as inner:
+                names |= {n for n in inner.namelist() if not n.endswith("/")}
+    return names
 
 
 # -- session fixtures ----------------------------------------------------------------------------------------
@@ -282,6 +299,15 @@ command = "echo forty-two; exit 3"
 """
 
 
+NEW_YORK_CONFIG = """\
+[[job]]
+name = "ny"
+cron = "0 9 * * 1-5"
+tz = "America/New_York"
+command = "true"
+"""
+
+
 # -- the archive ---------------------------------------------------------------------------------------------
 
 
@@ -290,10 +316,15 @@ def test_archive_layout(pyz: Path) -> None:
     raw = pyz.read_bytes()
     assert raw.startswith(b"#!/usr/bin/env python3\n")
     assert pyz.stat().st_mode & stat.S_IXUSR
+    key = bootstrap.native_key()
     with zipfile.ZipFile(pyz) as zf:
         infos = zf.infolist()
         names = [i.filename for i in infos]
         manifest = json.loads(zf.read("_koku_build.json"))
+        with nested(zf, f"_native/{key}.zip") as inner:
+            native_infos = inner.infolist()
+        with nested(zf, "_lazy/tzdata.zip") as inner:
+            tzdata_infos = inner.infolist()
     assert names == sorted(names)
     assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in infos)
     for name in names:
@@ -304,15 +335,28 @@ def test_archive_layout(pyz: Path) -> None:
         for i in range(1, len(parts)):
             assert "/".join(parts[:i]) + "/" in names, f"no directory entry above {name}"
     assert {"__main__.py", "koku/__main__.py", "koku/bootstrap.py", "zope/", "zope/event/__init__.py",
-            "zope/interface/__init__.py", "croniter/__init__.py", "dateutil/__init__.py"} <= set(names)
-    key = bootstrap.native_key()
+            "zope/interface/__init__.py", "croniter/__init__.py", "dateutil/__init__.py",
+            "_lazy/tzdata.zip"} <= set(names)
     assert set(manifest["natives"]) == {key}
-    native = [n for n in names if n.startswith("_native/") and n != "_native/"]
-    assert {n.split("/")[1] for n in native} == {key}
-    assert f"_native/{key}/gevent/__init__.py" in names
-    assert any(n.startswith(f"_native/{key}/greenlet/") and n.endswith(".so") for n in names)
-    # outside _native nothing is compiled: the pure-mode dists had their speedups stripped
-    assert not [n for n in names if n.endswith(".so") and not n.startswith("_native/")]
+    # Each native build and tzdata are one member: every start pays ~10-20 us per root entry.
+    assert [n for n in names if n.startswith("_native/")] == ["_native/", f"_native/{key}.zip"]
+    assert [n for n in names if n.startswith("_lazy/")] == ["_lazy/", "_lazy/tzdata.zip"]
+    assert not [n for n in names if n.startswith("tzdata/")]
+    assert any(n.startswith("tzdata-") and "LICENSE" in n for n in names)  # the licence stays visible
+    assert len(names) < 400, f"{len(names)} entries at the root: something big is no longer nested"
+    stored = {i.filename: i.compress_type for i in infos if i.filename.endswith(".zip")}
+    assert set(stored.values()) == {zipfile.ZIP_STORED}  # deflated inside already
+    for inner in (native_infos, tzdata_infos):
+        inner_names = [i.filename for i in inner]
+        assert inner_names == sorted(inner_names)
+        assert all(i.date_time == (1980, 1, 1, 0, 0, 0) and i.external_attr == 0o644 << 16 for i in inner)
+    native_names = {i.filename for i in native_infos}
+    assert "gevent/__init__.py" in native_names
+    assert any(n.startswith("greenlet/") and n.endswith(".so") for n in native_names)
+    assert "tzdata/zoneinfo/America/New_York" in {i.filename for i in tzdata_infos}
+    # outside the native builds nothing is compiled: the pure-mode dists had their speedups stripped
+    assert not [n for n in names if n.endswith(".so")]
+    assert not [i.filename for i in tzdata_infos if i.filename.endswith(".so")]
     assert manifest["versions"] == build_zipapp.NATIVE_PINS
     assert manifest["koku"] == koku.__version__
     assert manifest["natives"][key]["libc"] in ("glibc", "musl")
@@ -333,20 +377,28 @@ def test_full_build_has_every_target(src: Path, build_root: Path) -> None:
         pytest.skip("native wheels for every target are not in build/wheels (run build_zipapp.py once, "
                     "or set KOKU_TEST_FULL_BUILD=1 to download them)")
     full = build(src, build_root / "full" / "koku.pyz")
+    expected = {t.key for t in build_zipapp.ALL_TARGETS}
     with zipfile.ZipFile(full) as zf:
         names = set(zf.namelist())
         manifest = json.loads(zf.read("_koku_build.json"))
-    expected = {t.key for t in build_zipapp.ALL_TARGETS}
+        inside = {}
+        for key in sorted(expected):
+            with nested(zf, f"_native/{key}.zip") as inner:
+                inside[key] = set(inner.namelist())
     assert len(expected) == 20
-    assert {n.split("/")[1] for n in names if n.startswith("_native/") and n.count("/") > 1} == expected
+    assert {n for n in names if n.startswith("_native/")} == {"_native/"} | {f"_native/{k}.zip" for k in expected}
+    assert len(names) < 400, f"{len(names)} entries at the root of the full build"
     assert set(manifest["natives"]) == expected
-    for key in expected:
+    for key, members in inside.items():
         arch = "aarch64" if "aarch64" in key else "x86_64"
-        assert f"_native/{key}/gevent/__init__.py" in names
-        assert f"_native/{key}/greenlet/__init__.py" in names
-        so = [n for n in names if n.startswith(f"_native/{key}/") and n.endswith(".so")]
-        assert any("/greenlet/_greenlet" in n for n in so), key
+        assert "gevent/__init__.py" in members
+        assert "greenlet/__init__.py" in members
+        so = [n for n in members if n.endswith(".so")]
+        assert any(n.startswith("greenlet/_greenlet") for n in so), key
         assert any(f"-{arch}-" in n for n in so), f"{key}: {so[:3]}"
+        # every extension module is built for this target's ABI (or the stable ABI), none for another
+        abi = f".cpython-{key.split('-')[1]}-{arch}-linux-"
+        assert all(abi in n or ".abi3." in n for n in so), f"{key}: {[n for n in so if abi not in n][:3]}"
         entry = manifest["natives"][key]
         assert entry["libc"] == ("musl" if key.endswith("musl") else "glibc")
         assert all(f"-cp{key.split('-')[1]}-" in w for w in entry["wheels"])
@@ -393,6 +445,109 @@ def test_client_commands_work_without_dependencies_and_extract_nothing(
     assert "koku.cli.pyc" in pyc and "prettytable.prettytable.pyc" in pyc
     assert not any(n.endswith(".so") for n in pyc)
     assert home.cache_entries() == []
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT)
+def test_zones_work_without_a_system_tz_database(pyz: Path, bare_python: str,
+                                                 home_factory: Callable[..., PyzHome]) -> None:
+    """tzdata is not at the archive's root; the first `import tzdata` unpacks it into the cache (data
+    and __init__.py files only, never native code). PYTHONTZPATH=<empty dir> stands in for a minimal
+    container without /usr/share/zoneinfo."""
+    home = home_factory(pyz, bare_python)
+    home.write_config(NEW_YORK_CONFIG)
+    (home.root / "no-zones").mkdir()
+    home.env["PYTHONTZPATH"] = str(home.root / "no-zones")
+    # Without koku.pyz's import hook (archive put on sys.path by hand) there is no tzdata: the zone is unknown.
+    by_hand = ("import sys\n"
+               f"sys.path.insert(0, {str(home.pyz)!r})\n"
+               "from koku.cli import main\n"
+               "sys.exit(main(['check']))\n")
+    res = run([bare_python, "-c", by_hand], env=home.env)
+    assert res.returncode == 2 and 'unknown time zone "America/New_York"' in res.stderr, res.stderr
+    assert home.cache_entries() == []
+
+    res = home.ku("check", "--next=1")
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "America/New_York" in res.stdout and "09:00:00 -0" in res.stdout  # -05:00 or -04:00
+    manifest = bootstrap.read_manifest(home.pyz)
+    unpacked = home.cache / "koku" / bootstrap.lazy_dir_name(manifest, "tzdata")
+    assert (unpacked / "tzdata" / "zoneinfo" / "America" / "New_York").is_file()
+    assert not [p for p in home.cache.rglob("*.so")]
+    assert not [p for p in (home.cache / "koku").iterdir() if p.name.endswith(bootstrap.native_key())]
+    assert home.ku("check").returncode == 0  # unpacked once, then reused
+    assert [p.name for p in (home.cache / "koku").iterdir() if p.name.endswith("-tzdata")] == [unpacked.name]
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT)
+def test_status_from_the_pyz_pays_for_no_heavy_module(pyz: Path, bare_python: str,
+                                                      home_factory: Callable[..., PyzHome]) -> None:
+    """What `ku status` imports from the archive, warm: no hashlib (OpenSSL, ~5 ms), zipfile, tzdata,
+    gevent, or the bootstrap's extraction code."""
+    home = home_factory(pyz, bare_python)
+    assert home.ku("status").returncode == 3  # warms the bytecode cache
+    res = run([bare_python, "-X", "importtime", str(home.pyz), "status"], env=home.env, cwd=home.root)
+    assert res.returncode == 3, res.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
+    assert {"koku.cli", "koku.client", "koku.zipcache"} <= imported  # the parse works
+    assert not imported & {"hashlib", "_hashlib", "zipfile", "tzdata", "gevent", "greenlet", "koku.bootstrap"}
+
+
+def test_lazy_package_finder(pyz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from koku import zipcache
+
+    monkeypatch.setattr(sys, "path_importer_cache", dict(sys.path_importer_cache))
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    finder = zipcache._Finder(str(pyz), None, str(cache))
+    spec = finder.find_spec("tzdata")
+    assert spec is not None and spec.submodule_search_locations
+    where = cache / bootstrap.lazy_dir_name(bootstrap.read_manifest(pyz), "tzdata")
+    assert spec.origin == str(where / "tzdata" / "__init__.py")
+    assert os.listdir(cache) == [where.name]  # no temp dir left behind
+    assert finder.find_spec("tzdata").origin == spec.origin
+    assert finder.find_spec("json") is None  # not lazy: the ordinary search decides
+    assert finder.find_spec("tzdata.zoneinfo", [str(where / "tzdata")]) is None  # submodules: PathFinder
+    # No usable cache dir: not found; an unusable one: an ImportError naming why, which zoneinfo reports
+    # as an unknown zone.
+    assert zipcache._Finder(str(pyz), None, None).find_spec("tzdata") is None
+    with pytest.raises(ImportError, match="cannot unpack tzdata from .*: cannot use cache dir"):
+        zipcache._Finder(str(pyz), None, str(tmp_path / "missing")).find_spec("tzdata")
+
+
+def fake_pyz(path: Path, members: dict[str, bytes]) -> Path:
+    key = bootstrap.native_key()
+    manifest = {"build_id": "cd" * 32, "koku": "0", "versions": {"gevent": GEVENT},
+                "natives": {key: {"libc": "glibc", "min_libc": "2.17", "wheels": []}}}
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("_koku_build.json", json.dumps(manifest))
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("nested_member", ["_lazy/tzdata.zip", "_native/{key}.zip"])
+def test_unsafe_names_in_a_nested_archive_are_refused(tmp_path: Path, nested_member: str) -> None:
+    key = bootstrap.native_key()
+    evil = build_zipapp.nested_zip({"tzdata/__init__.py": b"", "../escaped": b"x"})
+    pyz = fake_pyz(tmp_path / "evil.pyz", {"__main__.py": b"", nested_member.format(key=key): evil})
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    with pytest.raises(BootstrapError, match=r"unsafe member name '\.\./escaped'"):
+        if nested_member.startswith("_lazy/"):
+            bootstrap.extract_lazy(pyz, cache, "tzdata")
+        else:
+            bootstrap.extract_app(pyz, cache, key)
+    assert not (tmp_path / "escaped").exists()
+    assert os.listdir(cache) == []  # the temp dir went too
+
+
+def test_archive_without_its_listed_native_build_is_damaged(tmp_path: Path) -> None:
+    pyz = fake_pyz(tmp_path / "damaged.pyz", {"__main__.py": b""})
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    with pytest.raises(BootstrapError, match=r"damaged: its manifest lists .*\.zip is missing; rebuild"):
+        bootstrap.extract_app(pyz, cache)
+    assert os.listdir(cache) == []
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT)
@@ -488,6 +643,14 @@ def test_prepare_daemon_reexecs_on_the_extracted_copy(pyz: Path, bare_python: st
     res = run([bare_python, str(app), "--version"], env=env)
     assert res.returncode == 0, res.stderr
     assert f"extracted in {app}" in res.stdout
+    # ... also where the system has no tz database: the copy has tzdata unpacked at its root
+    config = tmp_path / "ny.toml"
+    config.write_text(NEW_YORK_CONFIG)
+    (tmp_path / "no-zones").mkdir()
+    res = run([bare_python, str(app), "check", "--config", str(config)],
+              env={**env, "PYTHONTZPATH": str(tmp_path / "no-zones")})
+    assert res.returncode == 0 and "America/New_York" in res.stdout, res.stderr + res.stdout
+    assert (app / "tzdata" / "zoneinfo" / "America" / "New_York").is_file()
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT)
@@ -548,11 +711,9 @@ def test_a_dozen_concurrent_first_extractions(pyz: Path, bare_python: str, tmp_p
     assert len(paths) == 1
     assert os.listdir(cache) == [Path(paths.pop()).name]  # one final dir, no .tmp-* leftovers
     app = cache / os.listdir(cache)[0]
-    key = bootstrap.native_key()
-    with zipfile.ZipFile(pyz) as zf:
-        expected = {n[len(f"_native/{key}/"):] if n.startswith("_native/") else n
-                    for n in zf.namelist() if not n.endswith("/")}
     extracted = {str(p.relative_to(app)) for p in app.rglob("*") if p.is_file()}
+    expected = extracted_names(pyz, bootstrap.native_key())
+    assert "gevent/__init__.py" in expected and "tzdata/zoneinfo/America/New_York" in expected
     assert extracted == expected
 
 
