@@ -8,17 +8,15 @@ small: the zipapp's bytecode cache imports this before anything else.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from koku.errors import BootstrapError
 
 _ST_NOEXEC = getattr(os, "ST_NOEXEC", 8)
 
 
-@dataclass(frozen=True)
-class CacheChoice:
+class CacheChoice(NamedTuple):
     path: Path
     source: str  # which rule proposed it, for messages: "$KOKU_CACHE_DIR", "/tmp", ...
 

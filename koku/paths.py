@@ -8,8 +8,8 @@ State: ``$KOKU_STATE_DIR``, else ``$XDG_STATE_HOME/koku`` (default ``~/.local/st
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -28,8 +28,7 @@ def config_path(override: str | None = None) -> Path:
     return _xdg("XDG_CONFIG_HOME", ".config") / "koku" / "config.toml"
 
 
-@dataclass(frozen=True)
-class StatePaths:
+class StatePaths(NamedTuple):  # not a dataclass: the client's start-up does not pay for dataclasses
     root: Path
 
     @property
