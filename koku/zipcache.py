@@ -18,8 +18,8 @@ what the interpreter has already loaded to run a zip (no hashlib: its OpenSSL lo
 
 from __future__ import annotations
 
+import _frozen_importlib_external  # always loaded; importlib.util would cost ~5 ms at every start
 import importlib.machinery
-import importlib.util
 import marshal
 import os
 import sys
@@ -27,7 +27,7 @@ import zipimport
 from types import CodeType, ModuleType
 from typing import Any
 
-_HEADER = importlib.util.MAGIC_NUMBER + b"koku-zip-cache\0\0"  # 4 + 16 bytes
+_HEADER = _frozen_importlib_external.MAGIC_NUMBER + b"koku-zip-cache\0\0"  # 4 + 16 bytes
 
 
 class _CachedLoader:
