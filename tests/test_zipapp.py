@@ -31,6 +31,7 @@ import pytest
 import koku
 from koku import bootstrap
 from koku.bootstrap import BootstrapError, Manifest, Native
+from conftest import alive, processes_mentioning, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 WHEELS = REPO / "build" / "wheels"
@@ -98,40 +99,6 @@ def other_interpreters() -> dict[str, str]:
             found.setdefault(f"3.{minor}", path)
     found.pop("%d.%d" % sys.version_info[:2], None)
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def processes_under(text: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmdline = fh.read().decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline and alive(int(entry)):
-            pids.append(int(entry))
-    return pids
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def nested(zf: zipfile.ZipFile, member: str) -> zipfile.ZipFile:
@@ -281,7 +248,7 @@ def home_factory() -> Iterator[Callable[..., PyzHome]]:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
                 leftovers.append(f"daemon {pid}")
-        for pid in processes_under(str(home.root)):
+        for pid in processes_mentioning(str(home.root)):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -558,7 +525,7 @@ def test_daemon_from_pyz_survives_the_file_being_replaced(
     home.write_config(CONFIG)
     res = home.ku("daemon", "start", timeout=60)
     assert res.returncode == 0, res.stderr + res.stdout
-    pid = wait_for(home.daemon_pid, what="daemon.pid")
+    pid = wait_for(home.daemon_pid, 15, what="daemon.pid")
     assert alive(pid)
     # it runs from the extracted copy; the .pyz is neither its program nor open nor mapped
     with open(f"/proc/{pid}/cmdline", "rb") as fh:
@@ -590,7 +557,7 @@ def test_daemon_from_pyz_survives_the_file_being_replaced(
 
     res = home.ku("daemon", "stop", timeout=60)
     assert res.returncode == 0, res.stderr + res.stdout
-    wait_for(lambda: not alive(pid), what=f"daemon {pid} to exit")
+    wait_for(lambda: not alive(pid), 15, what=f"daemon {pid} to exit")
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT)
@@ -753,7 +720,7 @@ def test_daemon_smoke_with_another_cpython(pyz_multi: tuple[Path, dict[str, str]
     home.write_config(CONFIG)
     res = home.koku("daemon", "start", timeout=60)
     assert res.returncode == 0, res.stderr + res.stdout
-    pid = wait_for(home.daemon_pid, what="daemon.pid")
+    pid = wait_for(home.daemon_pid, 15, what="daemon.pid")
     with open(f"/proc/{pid}/cmdline", "rb") as fh:
         cmdline = fh.read().split(b"\0")
     assert cmdline[0].decode() == python
@@ -762,7 +729,7 @@ def test_daemon_smoke_with_another_cpython(pyz_multi: tuple[Path, dict[str, str]
     assert res.returncode == 3 and "forty-two" in res.stdout, res.stderr + res.stdout
     res = home.koku("daemon", "stop", timeout=60)
     assert res.returncode == 0, res.stderr + res.stdout
-    wait_for(lambda: not alive(pid), what=f"daemon {pid} to exit")
+    wait_for(lambda: not alive(pid), 15, what=f"daemon {pid} to exit")
 
 
 # -- cache dir selection (in process) -----------------------------------------------------------------------
