@@ -74,11 +74,18 @@ class Client:
 
     def _readline(self) -> bytes:
         assert self._sock is not None
-        while b"\n" not in self._buf:
-            chunk = self._sock.recv(65536)
-            if not chunk:
-                raise NotRunningError(f"the daemon closed the connection on {self.path}")
-            self._buf += chunk
+        if b"\n" not in self._buf:
+            # Collect chunks and look for the newline only in each new one: a 4 MB status answer
+            # must not be copied and rescanned once per chunk.
+            chunks = [self._buf]
+            while True:
+                chunk = self._sock.recv(1 << 20)
+                if not chunk:
+                    raise NotRunningError(f"the daemon closed the connection on {self.path}")
+                chunks.append(chunk)
+                if b"\n" in chunk:
+                    break
+            self._buf = b"".join(chunks)
         line, _, self._buf = self._buf.partition(b"\n")
         return line
 

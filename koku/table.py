@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any, Iterable
 
 from prettytable import PrettyTable, TableStyle
@@ -12,6 +13,7 @@ from .durations import format_duration
 DASH = "\u2014"
 
 
+@lru_cache(maxsize=4096)  # a big status table repeats the same few next-run instants many times
 def local_time(value: str | None) -> str:
     """An ISO 8601 instant as the local wall time of the machine ``ku`` runs on, to the second."""
     if not value:
