@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from docopt import DocoptExit, docopt
 
-from . import __version__, table
+from . import __version__
 from .client import Client
 from .durations import parse_duration
 from .errors import ConfigError, DaemonError, KokuError, NotRunningError, UsageError
@@ -116,6 +116,7 @@ def cmd_init(args: dict[str, Any]) -> int:
 def cmd_check(args: dict[str, Any]) -> int:
     from datetime import datetime, timezone
 
+    from . import table  # prettytable: only for commands that print a table, never in the daemon
     from .preview import preview_jobs
 
     n = _int_option(args, "--next", 1)
@@ -253,6 +254,8 @@ def _daemon_stop(args: dict[str, Any]) -> int:
 
 
 def _daemon_status(args: dict[str, Any]) -> int:
+    from . import table  # prettytable: only for commands that print a table, never in the daemon
+
     with _client() as c:
         info = c.expect("DaemonStatus", "DaemonStatus")
     if args["--json"]:
@@ -274,6 +277,8 @@ def cmd_daemon(args: dict[str, Any]) -> int:
 
 # ----- commands that talk to the daemon -----------------------------------------------------------
 def cmd_status(args: dict[str, Any]) -> int:
+    from . import table  # prettytable: only for commands that print a table, never in the daemon
+
     with _client() as c:
         jobs = c.expect("Status", "Status")
     name = args["<name>"]
@@ -388,6 +393,8 @@ def cmd_log(args: dict[str, Any]) -> int:
 
 
 def cmd_history(args: dict[str, Any]) -> int:
+    from . import table  # prettytable: only for commands that print a table, never in the daemon
+
     n = _int_option(args, "-n", 1)
     with _client() as c:
         records = c.expect({"History": {"name": args["<name>"], "limit": n}}, "History")
