@@ -81,7 +81,7 @@ class FrozenEnv(Mapping[str, str]):
         return f"FrozenEnv({self._data!r})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a daemon may hold 10,000 of these
 class JobConfig:
     """One ``[[job]]`` after defaults are applied. Durations in seconds.
 

@@ -6,7 +6,7 @@ The five states are the vocabulary users and kagaya see. A job's state changes i
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
@@ -48,7 +48,7 @@ class Trigger(str, Enum):
     REBOOT = "reboot"  # @reboot, once per daemon start
 
 
-@dataclass
+@dataclass(slots=True)
 class RunRecord:
     """One run, as kept in state.json and shown by `ku history`. Times are ISO 8601 strings in UTC."""
 
@@ -66,15 +66,19 @@ class RunRecord:
     tail: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand: dataclasses.asdict deep-copies recursively and is ~10x slower, and state.json is
+        # encoded on the daemon's hub after every run.
+        d = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        d["tail"] = list(self.tail)
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}  # unknown keys: a newer koku's
         return cls(**known)
 
 
-@dataclass
+@dataclass(slots=True)
 class JobMemory:
     """What survives a restart for one job (the per-job part of state.json)."""
 
@@ -91,22 +95,29 @@ class JobMemory:
     history: list[RunRecord] = field(default_factory=list)  # finished runs, oldest first
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {name: getattr(self, name) for name in _MEMORY_SCALARS}
+        d["last_run"] = self.last_run.to_dict() if self.last_run else None
+        d["in_flight"] = [r.to_dict() for r in self.in_flight]
+        d["history"] = [r.to_dict() for r in self.history]
         return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobMemory:
         mem = cls()
         for key in ("paused", "stopped"):
-            mem.__dict__[key] = bool(data.get(key, False))
+            setattr(mem, key, bool(data.get(key, False)))
         for key in ("consecutive_failures", "skips_left", "skipped", "runs"):
             value = data.get(key, 0)
-            mem.__dict__[key] = value if isinstance(value, int) and value >= 0 else 0
+            setattr(mem, key, value if isinstance(value, int) and value >= 0 else 0)
         for key in ("paused_until", "next_run"):
             value = data.get(key)
-            mem.__dict__[key] = value if isinstance(value, str) else None
+            setattr(mem, key, value if isinstance(value, str) else None)
         last = data.get("last_run")
         mem.last_run = RunRecord.from_dict(last) if isinstance(last, dict) else None
         mem.in_flight = [RunRecord.from_dict(r) for r in data.get("in_flight") or [] if isinstance(r, dict)]
         mem.history = [RunRecord.from_dict(r) for r in data.get("history") or [] if isinstance(r, dict)]
         return mem
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(RunRecord))
+_MEMORY_SCALARS = tuple(f.name for f in fields(JobMemory) if f.name not in ("last_run", "in_flight", "history"))

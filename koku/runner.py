@@ -63,6 +63,9 @@ class Context:
 
 
 class JobRunner:
+    __slots__ = ("cfg", "mem", "ctx", "active", "retired", "next_scheduled", "_next_timer", "_unpause_timer",
+                 "_backoff_next", "_last_skip_warning", "state")
+
     def __init__(self, cfg: JobConfig, mem: JobMemory, ctx: Context):
         self.cfg = cfg
         self.mem = mem

@@ -183,7 +183,7 @@ def _transition(tz: tzinfo, before: float, after: float) -> int:
     return b
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Schedule:
     """A parsed cron expression in a zone. Build it with ``parse_schedule``."""
 

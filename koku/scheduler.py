@@ -31,7 +31,7 @@ JUMP_TOLERANCE = 2.0  # seconds of wall/monotonic disagreement that count as a j
 BACKWARD_KEEP = timedelta(hours=3)
 
 
-@dataclass(order=True)
+@dataclass(order=True, slots=True)
 class Timer:
     when: datetime
     seq: int

@@ -62,6 +62,11 @@ class StateStore:
              changed: set[str] | None = None) -> None:
         """Write the whole state atomically. ``changed`` names the jobs whose memory changed since the
         last save (None: all of them). Raises OSError (e.g. ENOSPC); the caller retries."""
+        self.write(self.encode(jobs, extra, changed))
+
+    def encode(self, jobs: dict[str, JobMemory], extra: dict[str, Any] | None = None,
+               changed: set[str] | None = None) -> bytes:
+        """The file's bytes. Must run where ``jobs`` cannot change meanwhile (the daemon's hub)."""
         encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
         fragments = {}
         for name, mem in jobs.items():
@@ -72,7 +77,11 @@ class StateStore:
         self._fragments = fragments
         head = encode({"format": FORMAT, **(extra or {})})
         body = ",".join(f"{encode(name)}:{fragment}" for name, fragment in fragments.items())
-        payload = f'{head[:-1]},"jobs":{{{body}}}}}'.encode()
+        return f'{head[:-1]},"jobs":{{{body}}}}}'.encode()
+
+    def write(self, payload: bytes) -> None:
+        """Replace the file with ``payload`` atomically. Blocking disk I/O: the daemon runs it in a
+        thread so that an fsync never holds up a job that is due. Raises OSError."""
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
