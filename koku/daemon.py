@@ -432,6 +432,9 @@ class Daemon:
             ok, message = self.reload()
             return protocol.ok(message) if ok else protocol.error(message)
         runner = self._job(req.name)
+        if kind in ("Run", "Trigger") and self._stop.is_set():
+            # A run started now could outlive the daemon: shutdown is already cancelling runs.
+            return protocol.error("the daemon is shutting down; no new runs")
         if kind == "Run":
             record = runner.run_now()
             return protocol.ok(f"started {runner.cfg.name} run {record.run}")

@@ -296,3 +296,15 @@ def test_error_to_start_is_told_apart_from_failure(kenv):
     assert kenv.ku("run", "fails", "--wait").returncode == 3
     outcomes = {n: kenv.request({"History": {"name": n, "limit": 1}})["History"][0]["outcome"] for n in ("nodir", "fails")}
     assert outcomes == {"nodir": "error", "fails": "failure"}
+
+
+def test_no_new_runs_once_shutdown_has_begun(kenv):
+    # overlap = true: without the guard, a second run would be accepted.
+    kenv.write_config(config({"name": "slow", "cron": "@yearly", "command": "sleep 30", "overlap": True},
+                             daemon={"shutdown_grace": "3s", "kill_grace": "1s"}))
+    kenv.start()
+    kenv.request({"Run": "slow"})
+    wait_for(lambda: kenv.status("slow")["state"] == "running", 5)
+    assert "Ok" in kenv.request("Shutdown")
+    assert kenv.request({"Run": "slow"}) == {"Error": "the daemon is shutting down; no new runs"}
+    wait_for(lambda: kenv.daemon_pid() is None, 15, what="the daemon to exit")
