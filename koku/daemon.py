@@ -16,7 +16,6 @@ import grp
 import os
 import random
 import signal
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,22 +23,21 @@ from typing import Any
 import gevent
 import gevent.event
 
-from . import __version__, logfmt, protocol
+from . import __version__, logfmt
 from .clock import Clock, RealClock
 from .config import Config, load_config
 from .errors import ConfigError, KokuError
 from .execute import ProcessExecutor
-from .joblog import read_tail
+from .control import Control
 from .model import JobMemory, RunRecord
 from .paths import StatePaths
 from .process import Outcome, group_alive
-from .runner import Context, JobRunner, RunRefused, iso
+from .runner import Context, JobRunner, iso
 from .scheduler import Scheduler
 from .server import ControlServer
 from .state import StateStore
 
 SAVE_RETRY = 5.0  # seconds between attempts to write state after a failure (full disk)
-LOG_CHUNK = 1024 * 1024  # most bytes of a job log sent in one Log answer
 
 
 class AlreadyRunning(KokuError):
@@ -122,9 +120,10 @@ class Daemon:
         self._reload_requested = False
         self._stop_now = False
         self._greenlets: dict[str, gevent.Greenlet] = {}
-        self._waiters: dict[tuple[str, int], gevent.event.AsyncResult] = {}
+        self.waiters: dict[tuple[str, int], gevent.event.AsyncResult] = {}
         self._lock = PidLock(paths.pid_file)
-        self.server = ControlServer(paths.socket, self.handle)
+        self.control = Control(self)
+        self.server = ControlServer(paths.socket, self.control.handle)
         self.executor: ProcessExecutor | None = None
 
     # ----- start-up ----------------------------------------------------------------------------
@@ -165,7 +164,7 @@ class Daemon:
                                executor=self.executor, changed=self._job_changed, rng=random.Random(),
                                run_ended=self._run_ended)
         group = self.config.daemon.socket_group if os.geteuid() == 0 else None
-        self.server = ControlServer(self.paths.socket, self.handle, group)
+        self.server = ControlServer(self.paths.socket, self.control.handle, group)
         self.server.start()
         for job in self.config.jobs:
             self._add_runner(job, startup=True)
@@ -232,6 +231,10 @@ class Daemon:
         if self._stop.is_set():
             self._stop_now = True
         self.request_stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -304,7 +307,7 @@ class Daemon:
             runner.reschedule()
 
     def _run_ended(self, runner: JobRunner, record: RunRecord) -> None:
-        waiter = self._waiters.pop((runner.cfg.name, record.run), None)
+        waiter = self.waiters.pop((runner.cfg.name, record.run), None)
         if waiter is not None:
             waiter.set(record)
         if runner.retired and not runner.active:
@@ -356,7 +359,7 @@ class Daemon:
         return True, message
 
     # ----- shutdown ----------------------------------------------------------------------------
-    def _all_runners(self) -> list[JobRunner]:
+    def all_runners(self) -> list[JobRunner]:
         return list(self.runners.values()) + list(self.retired.values())
 
     def _shutdown(self) -> None:
@@ -374,7 +377,7 @@ class Daemon:
             while self.executor.running() and not self._stop_now and self.clock.monotonic() < deadline:
                 self._wake_main.clear()
                 self._wake_main.wait(timeout=min(0.2, max(0.0, deadline - self.clock.monotonic())))
-        for runner in self._all_runners():
+        for runner in self.all_runners():
             for run in list(runner.active):
                 self.executor.cancel(runner, run, 0 if self._stop_now else self.config.daemon.kill_grace)
         gevent.joinall(self.executor.running(), timeout=self.config.daemon.kill_grace + 5)
@@ -388,103 +391,3 @@ class Daemon:
             logfmt.error("cannot write state at shutdown", reason=exc.strerror or str(exc))
         self.server.stop()
         logfmt.info("daemon stopped", pid=os.getpid())
-
-    # ----- requests ----------------------------------------------------------------------------
-    def _job(self, name: str | None) -> JobRunner:
-        runner = self.runners.get(name or "")
-        if runner is None:
-            raise UnknownJob(f"unknown job \"{name}\"")
-        return runner
-
-    def daemon_status(self) -> dict[str, Any]:
-        assert self.started_at is not None
-        return {
-            "pid": os.getpid(),
-            "version": __version__,
-            "started": iso(self.started_at),
-            "uptime_s": round((self.clock.now() - self.started_at).total_seconds(), 1),
-            "config": str(self.config_path),
-            "jobs": len(self.runners),
-            "running": sum(len(r.active) for r in self._all_runners()),
-            "socket": str(self.paths.socket),
-            "state_dir": str(self.paths.root),
-            "python": sys.version.split()[0],
-        }
-
-    def handle(self, req: protocol.Request) -> Any:
-        try:
-            return self._dispatch(req)
-        except (UnknownJob, RunRefused) as exc:
-            return protocol.error(str(exc))
-
-    def _dispatch(self, req: protocol.Request) -> Any:
-        kind = req.kind
-        if kind == "Status":
-            return {"Status": [r.status() for r in self.runners.values()]}
-        if kind == "Ping":
-            return protocol.ok("pong")
-        if kind == "DaemonStatus":
-            return {"DaemonStatus": self.daemon_status()}
-        if kind == "Shutdown":
-            self.request_stop()
-            return protocol.ok(f"koku daemon (pid {os.getpid()}) is shutting down")
-        if kind == "Reload":
-            ok, message = self.reload()
-            return protocol.ok(message) if ok else protocol.error(message)
-        runner = self._job(req.name)
-        if kind in ("Run", "Trigger") and self._stop.is_set():
-            # A run started now could outlive the daemon: shutdown is already cancelling runs.
-            return protocol.error("the daemon is shutting down; no new runs")
-        if kind == "Run":
-            record = runner.run_now()
-            return protocol.ok(f"started {runner.cfg.name} run {record.run}")
-        if kind == "Trigger":
-            record = runner.run_now()
-            return {"Started": {"name": runner.cfg.name, "run": record.run}}
-        if kind == "Wait":
-            return {"Finished": self._wait(runner, req.run or 0).to_dict()}
-        if kind == "Pause":
-            return protocol.ok(runner.pause(None))
-        if kind == "PauseFor":
-            return protocol.ok(runner.pause(req.seconds))
-        if kind == "Resume":
-            return protocol.ok(runner.resume())
-        if kind == "History":
-            records = list(reversed(runner.mem.history))[: req.limit]
-            return {"History": [r.to_dict() for r in records]}
-        if kind == "Log":
-            return {"Log": self._log(runner.cfg.name, req)}
-        return protocol.error(f"invalid request: unsupported {kind}")
-
-    def _wait(self, runner: JobRunner, run: int) -> RunRecord:
-        name = runner.cfg.name
-        if run in runner.active:
-            waiter = self._waiters.setdefault((name, run), gevent.event.AsyncResult())
-            return waiter.get()
-        for record in reversed(runner.mem.history):
-            if record.run == run:
-                return record
-        raise UnknownJob(f"job \"{name}\" has no run {run}")
-
-    def _log(self, name: str, req: protocol.Request) -> dict[str, Any]:
-        path = self.paths.job_log(name)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return {"path": str(path), "lines": [], "offset": 0}
-        if req.offset is None:
-            return {"path": str(path), "lines": read_tail(path, req.lines or 20), "offset": size}
-        start = req.offset if req.offset <= size else 0  # the file was rotated: start over
-        with open(path, "rb") as fh:
-            fh.seek(start)
-            data = fh.read(LOG_CHUNK)
-        # Send whole lines only; a line still being written comes with the next request.
-        cut = data.rfind(b"\n") + 1
-        if cut == 0 and len(data) == LOG_CHUNK:
-            cut = len(data)  # one enormous line: send it in pieces rather than never
-        text = data[:cut].decode("utf-8", errors="replace")
-        return {"path": str(path), "lines": text.splitlines(), "offset": start + cut}
-
-
-class UnknownJob(Exception):
-    pass

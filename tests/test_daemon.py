@@ -9,7 +9,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import pytest
 import tomli_w
 
 from conftest import alive, wait_for
@@ -302,9 +301,9 @@ def test_no_new_runs_once_shutdown_has_begun(kenv):
     # overlap = true: without the guard, a second run would be accepted.
     kenv.write_config(config({"name": "slow", "cron": "@yearly", "command": "sleep 30", "overlap": True},
                              daemon={"shutdown_grace": "3s", "kill_grace": "1s"}))
-    kenv.start()
+    pid = kenv.start()
     kenv.request({"Run": "slow"})
     wait_for(lambda: kenv.status("slow")["state"] == "running", 5)
     assert "Ok" in kenv.request("Shutdown")
     assert kenv.request({"Run": "slow"}) == {"Error": "the daemon is shutting down; no new runs"}
-    wait_for(lambda: kenv.daemon_pid() is None, 15, what="the daemon to exit")
+    wait_for(lambda: not alive(pid), 15, what="the daemon to exit")

@@ -7,7 +7,7 @@ The scheduler is driven exactly as the daemon drives it (tick, sleep what tick s
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 import tomli_w

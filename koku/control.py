@@ -1,0 +1,127 @@
+"""Answers to control-socket requests (protocol.py's messages), on behalf of the daemon.
+
+Kept apart from daemon.py, which owns the lifecycle: this module only reads the daemon's runners and
+calls its two entry points, ``request_stop()`` and ``reload()``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import gevent.event
+
+from . import __version__, protocol
+from .joblog import read_tail
+from .model import RunRecord
+from .runner import JobRunner, RunRefused, iso
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+LOG_CHUNK = 1024 * 1024  # most bytes of a job log sent in one Log answer
+
+
+class UnknownJob(Exception):
+    pass
+
+
+class Control:
+    def __init__(self, daemon: Daemon):
+        self.d = daemon
+
+    def _job(self, name: str | None) -> JobRunner:
+        runner = self.d.runners.get(name or "")
+        if runner is None:
+            raise UnknownJob(f"unknown job \"{name}\"")
+        return runner
+
+    def daemon_status(self) -> dict[str, Any]:
+        assert self.d.started_at is not None
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "started": iso(self.d.started_at),
+            "uptime_s": round((self.d.clock.now() - self.d.started_at).total_seconds(), 1),
+            "config": str(self.d.config_path),
+            "jobs": len(self.d.runners),
+            "running": sum(len(r.active) for r in self.d.all_runners()),
+            "socket": str(self.d.paths.socket),
+            "state_dir": str(self.d.paths.root),
+            "python": sys.version.split()[0],
+        }
+
+    def handle(self, req: protocol.Request) -> Any:
+        try:
+            return self._dispatch(req)
+        except (UnknownJob, RunRefused) as exc:
+            return protocol.error(str(exc))
+
+    def _dispatch(self, req: protocol.Request) -> Any:
+        kind = req.kind
+        if kind == "Status":
+            return {"Status": [r.status() for r in self.d.runners.values()]}
+        if kind == "Ping":
+            return protocol.ok("pong")
+        if kind == "DaemonStatus":
+            return {"DaemonStatus": self.daemon_status()}
+        if kind == "Shutdown":
+            self.d.request_stop()
+            return protocol.ok(f"koku daemon (pid {os.getpid()}) is shutting down")
+        if kind == "Reload":
+            ok, message = self.d.reload()
+            return protocol.ok(message) if ok else protocol.error(message)
+        runner = self._job(req.name)
+        if kind in ("Run", "Trigger") and self.d.stopping:
+            # A run started now could outlive the daemon: shutdown is already cancelling runs.
+            return protocol.error("the daemon is shutting down; no new runs")
+        if kind == "Run":
+            record = runner.run_now()
+            return protocol.ok(f"started {runner.cfg.name} run {record.run}")
+        if kind == "Trigger":
+            record = runner.run_now()
+            return {"Started": {"name": runner.cfg.name, "run": record.run}}
+        if kind == "Wait":
+            return {"Finished": self._wait(runner, req.run or 0).to_dict()}
+        if kind == "Pause":
+            return protocol.ok(runner.pause(None))
+        if kind == "PauseFor":
+            return protocol.ok(runner.pause(req.seconds))
+        if kind == "Resume":
+            return protocol.ok(runner.resume())
+        if kind == "History":
+            records = list(reversed(runner.mem.history))[: req.limit]
+            return {"History": [r.to_dict() for r in records]}
+        if kind == "Log":
+            return {"Log": self._log(runner.cfg.name, req)}
+        return protocol.error(f"invalid request: unsupported {kind}")
+
+    def _wait(self, runner: JobRunner, run: int) -> RunRecord:
+        name = runner.cfg.name
+        if run in runner.active:
+            waiter = self.d.waiters.setdefault((name, run), gevent.event.AsyncResult())
+            return waiter.get()
+        for record in reversed(runner.mem.history):
+            if record.run == run:
+                return record
+        raise UnknownJob(f"job \"{name}\" has no run {run}")
+
+    def _log(self, name: str, req: protocol.Request) -> dict[str, Any]:
+        path = self.d.paths.job_log(name)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return {"path": str(path), "lines": [], "offset": 0}
+        if req.offset is None:
+            return {"path": str(path), "lines": read_tail(path, req.lines or 20), "offset": size}
+        start = req.offset if req.offset <= size else 0  # the file was rotated: start over
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read(LOG_CHUNK)
+        # Send whole lines only; a line still being written comes with the next request.
+        cut = data.rfind(b"\n") + 1
+        if cut == 0 and len(data) == LOG_CHUNK:
+            cut = len(data)  # one enormous line: send it in pieces rather than never
+        text = data[:cut].decode("utf-8", errors="replace")
+        return {"path": str(path), "lines": text.splitlines(), "offset": start + cut}
