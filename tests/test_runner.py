@@ -252,3 +252,17 @@ def test_jitter_delays_each_run_within_the_window():
     assert [s[11:16] for s in w.scheduled()] == [f"{m // 60:02d}:{m % 60:02d}" for m in range(10, 180, 10)]
     assert all(0 <= d < 300 for d in delays), delays
     assert len({round(d) for d in delays}) > 5  # really random, not a constant offset
+
+
+def test_long_waits_end_early_so_kernel_timer_slack_cannot_make_a_run_late():
+    # Linux may fire a 60 s epoll timeout up to 60 ms late; the loop asks for a bit less, then ticks again.
+    w = World(at("2026-05-01T12:00:00.500000+00:00"))
+    w.add(name="minutely", cron="* * * * *", command="true", tz="UTC")
+    first = w.scheduler.tick()
+    assert 59.3 < first < 59.5  # 59.5 s away, minus 0.2 %
+    w.clock.sleep(first)
+    second = w.scheduler.tick()
+    assert 0 < second < 0.2 and w.executor.started == []
+    w.clock.sleep(second)
+    w.scheduler.tick()
+    assert w.scheduled() == ["2026-05-01T12:01:00+00:00"]
