@@ -72,7 +72,7 @@ Options:
   --version              Show the version.
 """
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2  # 3, not running, is NotRunningError's
 
 
 def _print_json(value: Any) -> None:

@@ -111,26 +111,6 @@ def parse_request(line: bytes | str) -> Request:
     raise ProtocolError('expected a request such as "Status" or {"Run": "<name>"}')
 
 
-def encode_request(req: Request) -> dict[str, Any] | str:
-    """The wire form of a request (the inverse of parse_request)."""
-    if req.kind in UNIT_REQUESTS:
-        return req.kind
-    if req.kind in NAME_REQUESTS:
-        return {req.kind: req.name}
-    if req.kind == "PauseFor":
-        return {"PauseFor": {"name": req.name, "seconds": req.seconds}}
-    if req.kind == "Log":
-        body: dict[str, Any] = {"name": req.name, "lines": req.lines}
-        if req.offset is not None:
-            body["offset"] = req.offset
-        return {"Log": body}
-    if req.kind == "History":
-        return {"History": {"name": req.name, "limit": req.limit}}
-    if req.kind == "Wait":
-        return {"Wait": {"name": req.name, "run": req.run}}
-    raise ValueError(req.kind)
-
-
 def dumps(value: Any) -> bytes:
     """One message on the wire: compact JSON and a newline."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"

@@ -69,9 +69,6 @@ class Scheduler:
         heapq.heappush(self._heap, timer)
         return timer
 
-    def __len__(self) -> int:
-        return sum(1 for t in self._heap if not t.cancelled)
-
     def next_due(self) -> datetime | None:
         while self._heap and self._heap[0].cancelled:
             heapq.heappop(self._heap)
