@@ -123,7 +123,7 @@ class Daemon:
         self.waiters: dict[tuple[str, int], gevent.event.AsyncResult] = {}
         self._lock = PidLock(paths.pid_file)
         self.control = Control(self)
-        self.server = ControlServer(paths.socket, self.control.handle)
+        self.server: ControlServer | None = None  # made in _run_locked, once socket_group is known
         self.executor: ProcessExecutor | None = None
 
     # ----- start-up ----------------------------------------------------------------------------
@@ -389,5 +389,6 @@ class Daemon:
             self.save(in_thread=False)
         except OSError as exc:
             logfmt.error("cannot write state at shutdown", reason=exc.strerror or str(exc))
-        self.server.stop()
+        if self.server is not None:
+            self.server.stop()
         logfmt.info("daemon stopped", pid=os.getpid())
