@@ -9,7 +9,7 @@ Run it with the project's venv: the pure-Python dependencies are pinned to the v
 there. Wheels are fetched with ``pip download`` into ``--wheels`` (default build/wheels) once; later
 builds read them from there without the network.
 
-Layout of the archive (see koku/bootstrap.py for how it is used):
+Layout of the archive (see koku/zipapp/bootstrap.py for how it is used):
     __main__.py, koku/, croniter/, ...    pure Python, imported straight from the archive
     _py/cp310/...                         replacements for Pythons the pinned versions do not support
     _native/cpython-311-x86_64-linux-gnu.zip   gevent and greenlet for one interpreter, a nested archive
@@ -84,9 +84,9 @@ SKIP_SUFFIXES = (".pyc", ".pyo", ".c", ".cpp", ".h", ".hpp", ".pyx", ".pxd", ".p
 SKIP_DIST_INFO = {"RECORD", "WHEEL", "INSTALLER", "REQUESTED", "direct_url.json"}
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 MANIFEST = "_koku_build.json"
-NATIVE_DIR = "_native"  # koku.bootstrap.NATIVE_DIR
-LAZY_DIR = "_lazy"  # koku.bootstrap.LAZY_DIR
-# Top-level packages kept out of the root as one nested archive each: koku.zipcache unpacks one into
+NATIVE_DIR = "_native"  # koku.zipapp.bootstrap.NATIVE_DIR
+LAZY_DIR = "_lazy"  # koku.zipapp.bootstrap.LAZY_DIR
+# Top-level packages kept out of the root as one nested archive each: koku.zipapp.zipcache unpacks one into
 # the cache on its first import, and the daemon's extracted copy has them unpacked at its root.
 # tzdata: zoneinfo imports it only when the system has no tz database (or lacks a zone); its 649
 # files would otherwise cost every start about 8 ms. Its dist-info (licence) stays at the root.
@@ -103,9 +103,9 @@ if _layer:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), *_layer.split("/")))
 
 if os.path.isfile(os.path.dirname(os.path.abspath(__file__))):  # the .pyz itself, not an extracted copy
-    import koku.zipcache
+    import koku.zipapp.zipcache
 
-    koku.zipcache.install(os.path.dirname(os.path.abspath(__file__)))
+    koku.zipapp.zipcache.install(os.path.dirname(os.path.abspath(__file__)))
 
 from koku.__main__ import main
 
@@ -129,7 +129,7 @@ class Target:
 
     @property
     def key(self) -> str:
-        """The folder name; koku.bootstrap.native_key() computes the same at run time."""
+        """The folder name; koku.zipapp.bootstrap.native_key() computes the same at run time."""
         return f"cpython-{self.python.replace('.', '')}-{self.arch}-linux-{'musl' if self.libc == 'musl' else 'gnu'}"
 
     @property
@@ -153,7 +153,7 @@ ALL_TARGETS = tuple(Target(p, a, l) for p in PYTHONS for a in ARCHES for l in LI
 
 def current_target() -> Target:
     sys.path.insert(0, str(ROOT))
-    from koku.bootstrap import native_key
+    from koku.zipapp.bootstrap import native_key
 
     return Target.from_key(native_key())
 

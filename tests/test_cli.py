@@ -145,7 +145,7 @@ def test_client_commands_do_not_import_gevent_or_croniter(kenv):
     write(kenv)
     kenv.start()
     code = (
-        "import sys; from koku.cli import main\n"
+        "import sys; from koku.client.cli import main\n"
         "for args in (['status'], ['status', '--json'], ['history', 'hello'], ['pause', 'hello'],"
         " ['resume', 'hello'], ['log', 'hello'], ['daemon', 'status'], ['--version']):\n"
         "    assert main(args) == 0, args\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from koku.config import (
+from koku.core.config import (
     DAEMON_KEYS,
     JOB_KEYS,
     Config,
@@ -21,8 +21,8 @@ from koku.config import (
     parse_size,
 )
 from koku.errors import ConfigError, UsageError
-from koku.schedule import parse_schedule
-from koku.example import EXAMPLE_CONFIG, write_example
+from koku.core.schedule import parse_schedule
+from koku.client.example import EXAMPLE_CONFIG, write_example
 
 JOB = 'name = "x"\ncron = "* * * * *"\ncommand = "true"\n'
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import gevent
 import tomli_w
 
-from koku.daemon import Daemon
-from koku.paths import StatePaths
+from koku.daemon.lifecycle import Daemon
+from koku.core.paths import StatePaths
 
 
 def test_a_crashed_scheduler_greenlet_is_restarted(tmp_path, monkeypatch):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from koku import joblog
-from koku.joblog import JobLog, LineTail, read_tail
+from koku.core import joblog
+from koku.core.joblog import JobLog, LineTail, read_tail
 
 
 def files(path: Path) -> dict[str, bytes]:
@@ -268,5 +268,5 @@ def test_read_tail_line_spanning_blocks(tmp_path: Path) -> None:
 def test_joblog_is_pure_stdlib() -> None:
     import subprocess
 
-    code = "import sys, koku.joblog; assert 'gevent' not in sys.modules, 'gevent imported'"
+    code = "import sys, koku.core.joblog; assert 'gevent' not in sys.modules, 'gevent imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,4 @@
-"""koku.preview: next runs and warnings for ``ku check``."""
+"""koku.core.preview: next runs and warnings for ``ku check``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from datetime import datetime
 
 import pytest
 
-from koku.preview import JobPreview, preview_jobs, short_duration
-from koku.schedule import Schedule, parse_schedule
+from koku.core.preview import JobPreview, preview_jobs, short_duration
+from koku.core.schedule import Schedule, parse_schedule
 
 
 @dataclass(frozen=True)

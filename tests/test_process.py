@@ -17,9 +17,10 @@ from typing import Callable, Iterator
 import gevent
 import pytest
 
-from koku.clock import RealClock
-from koku.joblog import JobLog
-from koku.process import Outcome, ProcessRun, RunResult, describe_exit, group_alive, kill_group
+from koku.core.clock import RealClock
+from koku.core.joblog import JobLog
+from koku.core.model import Outcome, RunResult
+from koku.daemon.process import ProcessRun, describe_exit, group_alive, kill_group
 
 CLOCK = RealClock(gevent.sleep)
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C"}
@@ -217,12 +218,12 @@ def test_shell_not_executable_is_permission_denied(make: Make, tmp_path: Path) -
 def test_fork_failure_is_error_and_closes_the_pipe(make: Make, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    import koku.process
+    import koku.daemon.process
 
     def no_fork(*args: object, **kwargs: object) -> None:
         raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
 
-    monkeypatch.setattr(koku.process, "Popen", no_fork)
+    monkeypatch.setattr(koku.daemon.process, "Popen", no_fork)
     fds_before = len(os.listdir("/proc/self/fd"))
     result = run_to_end(make, "true")
     assert (result.outcome, result.description) == (

@@ -12,12 +12,12 @@ from datetime import datetime, timezone
 import pytest
 import tomli_w
 
-from koku.clock import FakeClock
-from koku.config import parse_config
-from koku.model import JobMemory, JobState, RunRecord
-from koku.process import Outcome, RunResult
-from koku.runner import Context, JobRunner, RunRefused
-from koku.scheduler import MAX_SLEEP, Scheduler
+from koku.core.clock import FakeClock
+from koku.core.config import parse_config
+from koku.core.model import JobMemory, JobState, RunRecord
+from koku.core.model import Outcome, RunResult
+from koku.core.runner import Context, JobRunner, RunRefused
+from koku.core.scheduler import MAX_SLEEP, Scheduler
 
 UTC = timezone.utc
 
@@ -231,7 +231,7 @@ def test_reboot_runs_at_start_and_not_on_reload():
 
 
 def test_illegal_state_moves_are_refused():
-    from koku.model import IllegalTransition, check_move
+    from koku.core.model import IllegalTransition, check_move
 
     check_move(JobState.IDLE, JobState.RUNNING)
     with pytest.raises(IllegalTransition):

@@ -1,4 +1,4 @@
-"""koku.schedule and koku.cronexpr: parsing, cronie's day and range rules, DST rules, zones,
+"""koku.core.schedule and koku.core.cronexpr: parsing, cronie's day and range rules, DST rules, zones,
 never-firing expressions, and croniter underneath (what koku hands it, what it must not be handed,
 and that the runs follow its expansion).
 
@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from koku import cronexpr
-from koku import schedule as schedule_mod
+from koku.core import cronexpr
+from koku.core import schedule as schedule_mod
 from koku.errors import KokuError
-from koku.schedule import Schedule, ScheduleError, parse_schedule, resolve_zone, zone_name
+from koku.core.schedule import Schedule, ScheduleError, parse_schedule, resolve_zone, zone_name
 
 UTC = timezone.utc
 NY = ZoneInfo("America/New_York")

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from koku.model import JobMemory, RunRecord
-from koku.state import StateStore
+from koku.core.model import JobMemory, RunRecord
+from koku.core.state import StateStore
 
 
 def test_round_trip_keeps_every_field(tmp_path):

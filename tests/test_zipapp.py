@@ -29,8 +29,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 import koku
-from koku import bootstrap
-from koku.bootstrap import BootstrapError, Manifest, Native
+from koku.zipapp import bootstrap
+from koku.zipapp.bootstrap import BootstrapError, Manifest, Native
 from conftest import alive, processes_mentioning, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,7 +79,7 @@ def build(src: Path, output: Path, *args: str) -> Path:
 
 def key_of(python: str) -> str:
     res = run([python, "-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); "
-                             "from koku.bootstrap import native_key; print(native_key())"])
+                             "from koku.zipapp.bootstrap import native_key; print(native_key())"])
     assert res.returncode == 0, res.stderr
     return res.stdout.strip()
 
@@ -301,7 +301,7 @@ def test_archive_layout(pyz: Path) -> None:
         # every parent directory has its own entry: zipimport needs them for the zope namespace
         for i in range(1, len(parts)):
             assert "/".join(parts[:i]) + "/" in names, f"no directory entry above {name}"
-    assert {"__main__.py", "koku/__main__.py", "koku/bootstrap.py", "zope/", "zope/event/__init__.py",
+    assert {"__main__.py", "koku/__main__.py", "koku/zipapp/bootstrap.py", "zope/", "zope/event/__init__.py",
             "zope/interface/__init__.py", "croniter/__init__.py", "dateutil/__init__.py",
             "_lazy/tzdata.zip"} <= set(names)
     assert set(manifest["natives"]) == {key}
@@ -409,7 +409,7 @@ def test_client_commands_work_without_dependencies_and_extract_nothing(
     # Only bytecode was cached (in the explicit cache dir); nothing native was extracted anywhere.
     assert os.listdir(explicit) == ["pyc"]
     pyc = [n for _, _, names in os.walk(explicit / "pyc") for n in names]
-    assert "koku.cli.pyc" in pyc and "prettytable.prettytable.pyc" in pyc
+    assert "koku.client.cli.pyc" in pyc and "prettytable.prettytable.pyc" in pyc
     assert not any(n.endswith(".so") for n in pyc)
     assert home.cache_entries() == []
 
@@ -427,7 +427,7 @@ def test_zones_work_without_a_system_tz_database(pyz: Path, bare_python: str,
     # Without koku.pyz's import hook (archive put on sys.path by hand) there is no tzdata: the zone is unknown.
     by_hand = ("import sys\n"
                f"sys.path.insert(0, {str(home.pyz)!r})\n"
-               "from koku.cli import main\n"
+               "from koku.client.cli import main\n"
                "sys.exit(main(['check']))\n")
     res = run([bare_python, "-c", by_hand], env=home.env)
     assert res.returncode == 2 and 'unknown time zone "America/New_York"' in res.stderr, res.stderr
@@ -455,12 +455,12 @@ def test_status_from_the_pyz_pays_for_no_heavy_module(pyz: Path, bare_python: st
     res = run([bare_python, "-X", "importtime", str(home.pyz), "status"], env=home.env, cwd=home.root)
     assert res.returncode == 3, res.stderr
     imported = {line.rsplit("|", 1)[1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
-    assert {"koku.cli", "koku.client", "koku.zipcache"} <= imported  # the parse works
-    assert not imported & {"hashlib", "_hashlib", "zipfile", "tzdata", "gevent", "greenlet", "koku.bootstrap"}
+    assert {"koku.client.cli", "koku.client.client", "koku.zipapp.zipcache"} <= imported  # the parse works
+    assert not imported & {"hashlib", "_hashlib", "zipfile", "tzdata", "gevent", "greenlet", "koku.zipapp.bootstrap"}
 
 
 def test_lazy_package_finder(pyz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from koku import zipcache
+    from koku.zipapp import zipcache
 
     monkeypatch.setattr(sys, "path_importer_cache", dict(sys.path_importer_cache))
     cache = tmp_path / "cache"
@@ -571,7 +571,7 @@ def test_daemon_without_usable_cache_dir_fails_clearly_while_clients_work(
         f"sys.path.insert(0, {str(home.pyz)!r})\n"
         "real = os.statvfs\n"
         "os.statvfs = lambda p: types.SimpleNamespace(f_flag=real(p).f_flag | os.ST_NOEXEC)\n"
-        "from koku.cli import main\n"
+        "from koku.client.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     check = run([bare_python, "-c", script, "check"], env=home.env)
@@ -590,7 +590,7 @@ def test_prepare_daemon_reexecs_on_the_extracted_copy(pyz: Path, bare_python: st
     script = (
         "import json, os, sys\n"
         f"sys.path.insert(0, {str(pyz)!r})\n"
-        "from koku import bootstrap\n"
+        "from koku.zipapp import bootstrap\n"
         "calls = []\n"
         "bootstrap.prepare_daemon(execv=lambda exe, argv, env: calls.append([exe, argv, env[bootstrap.ENV_EXTRACTED]]))\n"
         "print(json.dumps({'calls': calls, 'argv': bootstrap.program_argv(), 'exe': sys.executable}))\n"
@@ -627,7 +627,7 @@ def test_ensure_native_makes_gevent_importable_from_the_archive(pyz: Path, bare_
     script = (
         "import sys\n"
         f"sys.path.insert(0, {str(pyz)!r})\n"
-        "from koku import bootstrap\n"
+        "from koku.zipapp import bootstrap\n"
         "assert 'gevent' not in sys.modules\n"
         "app = bootstrap.ensure_native()\n"
         "import gevent, koku, zope.interface\n"
@@ -656,7 +656,7 @@ def test_a_dozen_concurrent_first_extractions(pyz: Path, bare_python: str, tmp_p
     script = (
         "import fcntl, os, sys, time\n"
         f"sys.path.insert(0, {str(pyz)!r})\n"
-        "from koku import bootstrap\n"
+        "from koku.zipapp import bootstrap\n"
         + ("def flock(fd, op): raise OSError(37, 'No locks available')\nfcntl.flock = flock\n"
            if locking == "no-flock" else "") +
         f"while not os.path.exists({str(go)!r}): time.sleep(0.001)\n"
@@ -955,7 +955,7 @@ def test_bytecode_cache_follows_the_file_and_prunes_the_old_one(
     pyc_root = home.cache / "koku" / "pyc"
     assert home.ku("--version").returncode == 0
     (first,) = os.listdir(pyc_root)
-    cached = pyc_root / first / "koku.cli.pyc"
+    cached = pyc_root / first / "koku.client.cli.pyc"
     before = cached.stat().st_mtime_ns
     assert home.ku("--version").returncode == 0
     assert cached.stat().st_mtime_ns == before  # read, not rewritten

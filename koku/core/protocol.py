@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
-from .errors import ProtocolError
+from koku.errors import ProtocolError
 
 MAX_LINE = 1024 * 1024  # bytes; a longer request line is refused, the connection stays usable
 

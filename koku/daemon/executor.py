@@ -12,13 +12,14 @@ from typing import Callable
 
 import gevent
 
-from . import logfmt
-from .clock import Clock
-from .config import Config
-from .joblog import JobLog
-from .model import RunRecord
-from .process import Outcome, ProcessRun, RunResult
-from .runner import JobRunner
+from koku.core import logfmt
+from koku.core.clock import Clock
+from koku.core.config import Config
+from koku.core.joblog import JobLog
+from koku.core.model import RunRecord
+from koku.core.model import Outcome, RunResult
+from koku.daemon.process import ProcessRun
+from koku.core.runner import JobRunner
 
 
 class ProcessExecutor:

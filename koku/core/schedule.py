@@ -26,7 +26,7 @@ Semantics (cronie's crond, on the job's own wall clock):
 Syntax beyond cronie: wrapping ranges (cronie rejects ``5-0``), ``a/step`` (read as croniter does,
 ``a`` to the field's end, Saturday for day of week), seconds, nicknames other than cronie's, L/W/#.
 
-croniter underneath, koku on top (details in koku.cronexpr): koku splits the fields, validates them
+croniter underneath, koku on top (details in koku.core.cronexpr): koku splits the fields, validates them
 and normalises what croniter 7.0 reads differently from cron (one-value ranges, wrapping ranges,
 Sunday as 7); ``croniter.expand`` expands every field into the value sets that are used; koku reads
 the day extensions croniter mangles (W, nL/Ln, #), applies cronie's day rule, walks naive wall times
@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
-from .cronexpr import SEARCH_YEARS, Matcher, matcher_for, split_fields
-from .errors import KokuError
+from koku.core.cronexpr import SEARCH_YEARS, Matcher, matcher_for, split_fields
+from koku.errors import KokuError
 
 __all__ = ["ScheduleError", "Schedule", "parse_schedule", "resolve_zone", "zone_name"]
 

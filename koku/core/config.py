@@ -44,9 +44,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-from koku.durations import parse_duration
+from koku.core.durations import parse_duration
 from koku.errors import ConfigError
-from koku.schedule import Schedule, ScheduleError, parse_schedule, resolve_zone
+from koku.core.schedule import Schedule, ScheduleError, parse_schedule, resolve_zone
 
 NAME_MAX = 64
 

@@ -23,19 +23,22 @@ from typing import Any
 import gevent
 import gevent.event
 
-from . import __version__, logfmt
-from .clock import Clock, RealClock
-from .config import Config, load_config
-from .errors import ConfigError, KokuError
-from .execute import ProcessExecutor
-from .control import Control
-from .model import JobMemory, RunRecord
-from .paths import StatePaths
-from .process import Outcome, group_alive
-from .runner import Context, JobRunner, iso
-from .scheduler import Scheduler
-from .server import ControlServer
-from .state import StateStore
+from koku import __version__
+
+from koku.core import logfmt
+from koku.core.clock import Clock, RealClock
+from koku.core.config import Config, load_config
+from koku.errors import ConfigError, KokuError
+from koku.daemon.executor import ProcessExecutor
+from koku.daemon.control import Control
+from koku.core.model import JobMemory, RunRecord
+from koku.core.paths import StatePaths
+from koku.core.model import Outcome
+from koku.daemon.process import group_alive
+from koku.core.runner import Context, JobRunner, iso
+from koku.core.scheduler import Scheduler
+from koku.daemon.server import ControlServer
+from koku.core.state import StateStore
 
 SAVE_RETRY = 5.0  # seconds between attempts to write state after a failure (full disk)
 

@@ -22,8 +22,10 @@ from gevent import socket
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from . import logfmt, protocol
-from .errors import ProtocolError
+from koku.core import logfmt
+
+from koku.core import protocol
+from koku.errors import ProtocolError
 
 IDLE_TIMEOUT = 60.0  # seconds a connection may sit without sending a complete request
 MAX_CONNECTIONS = 1024

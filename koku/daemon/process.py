@@ -15,8 +15,6 @@ import errno
 import logging
 import os
 import signal
-from dataclasses import dataclass
-from enum import Enum
 from typing import Mapping
 
 import gevent
@@ -24,38 +22,18 @@ import gevent.event
 import gevent.os
 from gevent.subprocess import DEVNULL, Popen
 
-from koku.clock import Clock
-from koku.durations import format_duration
-from koku.joblog import JobLog, LineTail
+from koku.core.clock import Clock
+from koku.core.durations import format_duration
+from koku.core.joblog import JobLog, LineTail
+from koku.core.model import Outcome, RunResult
 
-_log = logging.getLogger("koku.process")
+_log = logging.getLogger("koku.daemon.process")
 
 _CHUNK = 64 * 1024
 # How often to look whether group members outlived the leader during a grace period (seconds); each look
 # scans /proc, so back off from quick to slow.
 _GROUP_POLL_MIN = 0.02
 _GROUP_POLL_MAX = 0.5
-
-
-class Outcome(str, Enum):
-    SUCCESS = "success"
-    FAILURE = "failure"
-    TIMEOUT = "timeout"
-    ERROR = "error"
-    INTERRUPTED = "interrupted"  # set by the daemon for runs in flight when it died; not produced here
-    CANCELLED = "cancelled"  # ended by daemon shutdown
-
-
-@dataclass(frozen=True)
-class RunResult:
-    outcome: Outcome
-    description: str
-    exit_code: int | None  # None when killed by a signal or not started
-    signal: int | None  # number of the signal that ended the direct child, if any
-    pid: int | None
-    started_mono: float | None  # clock.monotonic() seconds
-    ended_mono: float
-    tail: tuple[str, ...]  # last lines of output, oldest first
 
 
 def _secs(seconds: float) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable
 
-from .clock import Clock
+from koku.core.clock import Clock
 
 MAX_SLEEP = 60.0  # seconds; the longest the loop sleeps before re-reading the clock
 # Linux lets a poll/epoll timeout fire late by 0.1% of its length (up to 100 ms) for ordinary tasks, so

@@ -14,7 +14,7 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 
-_log = logging.getLogger("koku.joblog")
+_log = logging.getLogger("koku.core.joblog")
 
 _READ_BLOCK = 64 * 1024
 

@@ -15,11 +15,11 @@ from typing import Any, Callable
 
 from docopt import DocoptExit, docopt
 
-from . import __version__
-from .client import Client
-from .durations import parse_duration
-from .errors import ConfigError, DaemonError, KokuError, NotRunningError, UsageError
-from .paths import config_path, state_paths
+from koku import __version__
+from koku.client.client import Client
+from koku.core.durations import parse_duration
+from koku.errors import ConfigError, DaemonError, KokuError, NotRunningError, UsageError
+from koku.core.paths import config_path, state_paths
 
 USAGE = """\
 koku (刻): a cron daemon and manager.
@@ -95,14 +95,14 @@ def _client(timeout: float | None = 10.0) -> Client:
 
 
 def _load_config(args: dict[str, Any]):
-    from .config import load_config  # croniter lives behind config; only commands that need it pay
+    from koku.core.config import load_config  # croniter lives behind config; only commands that need it pay
 
     return load_config(config_path(args["--config"]))
 
 
 # ----- commands that need no daemon ---------------------------------------------------------------
 def cmd_init(args: dict[str, Any]) -> int:
-    from .example import write_example
+    from koku.client.example import write_example
 
     path = write_example(config_path(args["--config"]), force=args["--force"])
     if args["--json"]:
@@ -115,8 +115,8 @@ def cmd_init(args: dict[str, Any]) -> int:
 def cmd_check(args: dict[str, Any]) -> int:
     from datetime import datetime, timezone
 
-    from . import table  # prettytable: only for commands that print a table, never in the daemon
-    from .preview import preview_jobs
+    from koku.client import table  # prettytable: only for commands that print a table, never in the daemon
+    from koku.core.preview import preview_jobs
 
     n = _int_option(args, "--next", 1)
     start = datetime.now(timezone.utc)
@@ -156,11 +156,11 @@ def _daemon_run(args: dict[str, Any]) -> int:
     fmt = args["--log-format"]
     if fmt not in ("logfmt", "json"):
         raise UsageError(f"--log-format must be logfmt or json, got {fmt!r}")
-    from . import bootstrap
+    from koku.zipapp import bootstrap
 
     bootstrap.prepare_daemon()
-    from . import logfmt
-    from .daemon import Daemon  # the one place the CLI reaches gevent
+    from koku.core import logfmt
+    from koku.daemon.lifecycle import Daemon  # the one place the CLI reaches gevent
 
     logfmt.setup(fmt)
     # Absolute, so that reload reads the same file whatever the daemon's working directory is.
@@ -179,7 +179,7 @@ def _daemon_start(args: dict[str, Any]) -> int:
     import subprocess
     import time
 
-    from . import bootstrap
+    from koku.zipapp import bootstrap
 
     path = config_path(args["--config"])
     cfg = _load_config(args)  # refuse a broken config here, where the user sees the errors
@@ -203,7 +203,7 @@ def _daemon_start(args: dict[str, Any]) -> int:
             if info:  # lost a race with another start: that one is running
                 print(f"koku daemon already running (pid {info['pid']})")
                 return EXIT_OK
-            from .joblog import read_tail
+            from koku.core.joblog import read_tail
 
             tail = "\n".join("  " + line for line in read_tail(paths.daemon_log, 10))
             raise KokuError(f"the daemon exited with status {code} during start-up; {paths.daemon_log} ends with:\n{tail}")
@@ -253,7 +253,7 @@ def _daemon_stop(args: dict[str, Any]) -> int:
 
 
 def _daemon_status(args: dict[str, Any]) -> int:
-    from . import table  # prettytable: only for commands that print a table, never in the daemon
+    from koku.client import table  # prettytable: only for commands that print a table, never in the daemon
 
     with _client() as c:
         info = c.expect("DaemonStatus", "DaemonStatus")
@@ -276,7 +276,7 @@ def cmd_daemon(args: dict[str, Any]) -> int:
 
 # ----- commands that talk to the daemon -----------------------------------------------------------
 def cmd_status(args: dict[str, Any]) -> int:
-    from . import table  # prettytable: only for commands that print a table, never in the daemon
+    from koku.client import table  # prettytable: only for commands that print a table, never in the daemon
 
     with _client() as c:
         jobs = c.expect("Status", "Status")
@@ -392,7 +392,7 @@ def cmd_log(args: dict[str, Any]) -> int:
 
 
 def cmd_history(args: dict[str, Any]) -> int:
-    from . import table  # prettytable: only for commands that print a table, never in the daemon
+    from koku.client import table  # prettytable: only for commands that print a table, never in the daemon
 
     n = _int_option(args, "-n", 1)
     with _client() as c:
@@ -421,7 +421,7 @@ COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
 
 
 def version_text() -> str:
-    from . import bootstrap
+    from koku.zipapp import bootstrap
 
     return f"koku {__version__} ({bootstrap.describe_native()})"
 

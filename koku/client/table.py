@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from prettytable import PrettyTable, TableStyle
 
-from .durations import format_duration
+from koku.core.durations import format_duration
 
 DASH = "\u2014"
 

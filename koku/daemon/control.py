@@ -12,13 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import gevent.event
 
-from . import __version__, protocol
-from .joblog import read_tail
-from .model import RunRecord
-from .runner import JobRunner, RunRefused, iso
+from koku import __version__
+
+from koku.core import protocol
+from koku.core.joblog import read_tail
+from koku.core.model import RunRecord
+from koku.core.runner import JobRunner, RunRefused, iso
 
 if TYPE_CHECKING:
-    from .daemon import Daemon
+    from koku.daemon.lifecycle import Daemon
 
 LOG_CHUNK = 1024 * 1024  # most bytes of a job log sent in one Log answer
 

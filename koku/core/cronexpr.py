@@ -1,6 +1,6 @@
 """Cron expression -> the naive wall times it matches. Pure: stdlib and croniter.
 
-croniter underneath, koku on top (koku.schedule then maps wall times to instants by the DST rules):
+croniter underneath, koku on top (koku.core.schedule then maps wall times to instants by the DST rules):
 
   * croniter expands the fields. Every value set the matcher walks (seconds, minute, hour, month and
     the plain items of day of month and day of week) is ``croniter.expand(..., second_at_beginning=True)``'s

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from koku.cachedir import _ST_NOEXEC, CacheChoice, cache_candidates, check_cache_dir, select_cache_dir  # noqa: F401
+from koku.zipapp.cachedir import _ST_NOEXEC, CacheChoice, cache_candidates, check_cache_dir, select_cache_dir  # noqa: F401
 from koku.errors import BootstrapError, KokuError  # noqa: F401
 
 MANIFEST = "_koku_build.json"
@@ -54,7 +54,7 @@ if not isinstance(_LOADER_ARCHIVE, str):
     _LOADER_ARCHIVE = None
 # Absolute now: the daemon changes directory later and must still find its own file.
 _ARCHIVE = os.path.abspath(_LOADER_ARCHIVE) if _LOADER_ARCHIVE else None
-_APP_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_APP_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # <app>/koku/zipapp/
 
 
 def running_from_zip() -> bool:

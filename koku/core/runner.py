@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Protocol
 
-from . import logfmt
-from .clock import Clock
-from .config import DaemonConfig, JobConfig, OnError
-from .model import JobMemory, JobState, RunRecord, Trigger, check_move
-from .process import Outcome, RunResult
-from .scheduler import Scheduler, Timer
+from koku.core import logfmt
+from koku.core.clock import Clock
+from koku.core.config import DaemonConfig, JobConfig, OnError
+from koku.core.model import JobMemory, JobState, RunRecord, Trigger, check_move
+from koku.core.model import Outcome, RunResult
+from koku.core.scheduler import Scheduler, Timer
 
 SKIP_WARN_EVERY = 600.0  # seconds between "still running, run skipped" warnings for one job
 EXACT_SKIP_LIMIT = 1000  # backoff: beyond this many skipped runs, estimate instead of iterating

@@ -48,6 +48,27 @@ class Trigger(str, Enum):
     REBOOT = "reboot"  # @reboot, once per daemon start
 
 
+class Outcome(str, Enum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    INTERRUPTED = "interrupted"  # set by the daemon for runs in flight when it died; not produced here
+    CANCELLED = "cancelled"  # ended by daemon shutdown
+
+
+@dataclass(frozen=True)
+class RunResult:
+    outcome: Outcome
+    description: str
+    exit_code: int | None  # None when killed by a signal or not started
+    signal: int | None  # number of the signal that ended the direct child, if any
+    pid: int | None
+    started_mono: float | None  # clock.monotonic() seconds
+    ended_mono: float
+    tail: tuple[str, ...]  # last lines of output, oldest first
+
+
 @dataclass(slots=True)
 class RunRecord:
     """One run, as kept in state.json and shown by `ku history`. Times are ISO 8601 strings in UTC."""

@@ -8,8 +8,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from . import protocol
-from .errors import DaemonError, NotRunningError, ProtocolError
+from koku.core import protocol
+from koku.errors import DaemonError, NotRunningError, ProtocolError
 
 
 class Client:

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Protocol
 
-from .schedule import Schedule, zone_name
+from koku.core.schedule import Schedule, zone_name
 
 
 class PreviewedJob(Protocol):
-    """What preview needs from a job (koku.config's JobConfig has these attributes)."""
+    """What preview needs from a job (koku.core.config's JobConfig has these attributes)."""
 
     name: str
     cron: str

@@ -130,7 +130,7 @@ class _Finder:
         files = None if importer is None else self._files(importer)
         if self._base is None or files is None or f"_lazy/{fullname}.zip" not in files:
             return None
-        from koku.bootstrap import extract_lazy
+        from koku.zipapp.bootstrap import extract_lazy
         from koku.errors import KokuError
 
         try:
@@ -165,7 +165,7 @@ def _fnv1a64(text: str) -> int:
 
 def _cache_base() -> str | None:
     """The first cache dir ``koku.cachedir`` accepts (created), or None."""
-    from koku.cachedir import cache_candidates, check_cache_dir
+    from koku.zipapp.cachedir import cache_candidates, check_cache_dir
 
     uid = os.getuid()
     return next((str(c.path) for c in cache_candidates(uid=uid) if check_cache_dir(c.path, uid, create=True) is None),

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .model import JobMemory
+from koku.core.model import JobMemory
 
 FORMAT = 1
 
