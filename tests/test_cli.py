@@ -180,3 +180,17 @@ def test_daemon_run_in_the_foreground_stops_on_sigterm(kenv):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_check_resolves_a_relative_dir_against_the_config_not_the_cwd(kenv):
+    """`ku check` run from elsewhere: an existing relative dir is fine; a missing one is warned about once."""
+    (kenv.config.parent / "scripts").mkdir(parents=True)
+    kenv.write_config('[[job]]\nname = "here"\ncron = "@daily"\ncommand = "true"\ndir = "scripts"\n'
+                      '[[job]]\nname = "gone"\ncron = "@daily"\ncommand = "true"\ndir = "nope"\n')
+    res = kenv.ku("check")  # kenv.ku runs from kenv.work, not the config's dir
+    assert res.returncode == 0, res.stderr
+    warnings = [line for line in (res.stdout + res.stderr).splitlines() if "warning" in line]
+    missing = kenv.config.parent / "nope"
+    assert warnings == [f'warning: job "gone": key "dir": directory "nope" ({missing}) does not exist'], warnings
+    (job_here, job_gone) = json.loads(kenv.ku("check", "--json").stdout)
+    assert job_here["warnings"] == [] and len(job_gone["warnings"]) == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,7 +18,6 @@ class Job:
     tz: str | None = "UTC"
     overlap: bool = False
     timeout: float | None = None
-    dir: str | None = None
 
     @property
     def schedule(self) -> Schedule:
@@ -108,32 +106,11 @@ def test_fixed_job_in_repeated_hour_warns_first_only() -> None:
     assert preview.warnings == ("01:30 occurs twice on 2026-11-01; runs at the first only",)
 
 
-def test_dir_warnings(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path))
-    (tmp_path / "scripts").mkdir()
-    (tmp_path / "afile").write_text("x")
-    missing = str(tmp_path / "nope")
-    assert one(Job("ok", "@daily", dir=str(tmp_path / "scripts"))).warnings == ()
-    assert one(Job("home", "@daily", dir="~/scripts")).warnings == ()
-    assert one(Job("gone", "@daily", dir=missing)).warnings == (f'dir "{missing}" does not exist',)
-    assert one(Job("tilde", "@daily", dir="~/nope")).warnings == ('dir "~/nope" does not exist',)
-    assert one(Job("file", "@daily", dir=str(tmp_path / "afile"))).warnings == (
-        f'dir "{tmp_path / "afile"}" is not a directory',
-    )
-
-
-def test_reboot_job_has_no_runs_and_only_the_dir_warning() -> None:
-    preview = one(Job("boot", "@reboot", tz="Asia/Tokyo", timeout=99999, dir="/nonexistent/koku-dir"))
+def test_reboot_job_has_no_runs_and_no_warnings() -> None:
+    preview = one(Job("boot", "@reboot", tz="Asia/Tokyo", timeout=99999))
     assert preview.next == ()
     assert preview.tz == "Asia/Tokyo"
-    assert preview.warnings == ('dir "/nonexistent/koku-dir" does not exist',)
-    assert one(Job("boot", "@reboot")).warnings == ()
-
-
-def test_preview_is_frozen() -> None:
-    preview = one(Job("j", "@daily"))
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        preview.name = "other"  # type: ignore[misc]
+    assert preview.warnings == ()
 
 
 @pytest.mark.parametrize(

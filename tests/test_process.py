@@ -237,11 +237,11 @@ def test_nul_byte_in_env_is_error(make: Make) -> None:
     assert result.description.startswith("could not start: invalid command or environment: ")
 
 
-def test_env_and_cwd_reach_the_child(make: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_and_cwd_reach_the_child(make: Make, tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
-    monkeypatch.setenv("HOME", str(tmp_path))
     env = {**ENV, "KOKU_TEST": "a b  c"}
-    result = run_to_end(make, 'pwd; echo "$KOKU_TEST"; echo "${HOME-unset}"', cwd="~/sub", env=env)
+    # cwd arrives resolved (koku.core.config.resolve_dir expands ~); ProcessRun uses it as given.
+    result = run_to_end(make, 'pwd; echo "$KOKU_TEST"; echo "${HOME-unset}"', cwd=str(tmp_path / "sub"), env=env)
     assert result.tail == (str(tmp_path / "sub"), "a b  c", "unset")
 
 

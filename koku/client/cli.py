@@ -113,6 +113,7 @@ def cmd_init(args: dict[str, Any]) -> int:
 
 
 def cmd_check(args: dict[str, Any]) -> int:
+    from dataclasses import replace
     from datetime import datetime, timezone
 
     from koku.client import table  # prettytable: only for commands that print a table, never in the daemon
@@ -128,9 +129,10 @@ def cmd_check(args: dict[str, Any]) -> int:
         if start.tzinfo is None:
             start = start.astimezone()  # a naive time means the local wall clock
     cfg = _load_config(args)
-    previews = preview_jobs(cfg.jobs, start, n)
-    job_warnings = {w for p in previews for w in p.warnings}
-    general = [w for w in cfg.warnings if not any(w.endswith(jw) for jw in job_warnings)]
+    previews = [replace(p, warnings=(*cfg.warnings_for(p.name), *p.warnings))
+                for p in preview_jobs(cfg.jobs, start, n)]
+    per_job = {f"{cfg.path}: {job}: {tail}" for job, tail in cfg.job_warnings}
+    general = [w for w in cfg.warnings if w not in per_job]
     if args["--json"]:
         _print_json([
             {"name": p.name, "cron": p.cron, "tz": p.tz, "next": [dt.isoformat() for dt in p.next],

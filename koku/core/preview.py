@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Protocol
@@ -19,7 +18,6 @@ class PreviewedJob(Protocol):
     schedule: Schedule
     overlap: bool
     timeout: float | None  # seconds
-    dir: str | None
 
 
 @dataclass(frozen=True)
@@ -44,17 +42,6 @@ def short_duration(seconds: float) -> str:
     return "".join(parts)
 
 
-def _dir_warning(path: str | None) -> str | None:
-    if not path:
-        return None
-    full = os.path.expanduser(path)
-    if not os.path.exists(full):
-        return f'dir "{path}" does not exist'
-    if not os.path.isdir(full):
-        return f'dir "{path}" is not a directory'
-    return None
-
-
 def _overlap_warning(job: PreviewedJob, runs: list[datetime]) -> str | None:
     if job.overlap or job.timeout is None or len(runs) < 2:
         return None
@@ -69,8 +56,8 @@ def _overlap_warning(job: PreviewedJob, runs: list[datetime]) -> str | None:
 
 def preview_jobs(jobs: Iterable[PreviewedJob], start: datetime, n: int = 3) -> list[JobPreview]:
     """The next ``n`` runs after aware ``start`` for each job, with warnings: a timeout longer than
-    the shortest previewed gap between runs (when overlap is off), runs moved or doubled by DST, and a
-    missing working directory. @reboot jobs get no runs and only the directory warning."""
+    the shortest previewed gap between runs (when overlap is off), runs moved or doubled by DST. A missing working
+    directory is the config's warning (one wording, resolved against the config file). @reboot jobs get no runs."""
     previews = []
     for job in jobs:
         schedule = job.schedule
@@ -83,8 +70,5 @@ def preview_jobs(jobs: Iterable[PreviewedJob], start: datetime, n: int = 3) -> l
             note = schedule.dst_note(run)
             if note and note not in warnings:
                 warnings.append(note)
-        missing = _dir_warning(job.dir)
-        if missing:
-            warnings.append(missing)
         previews.append(JobPreview(job.name, job.cron, zone_name(schedule.tz), tuple(runs), tuple(warnings)))
     return previews

@@ -23,6 +23,7 @@ import gevent.os
 from gevent.subprocess import DEVNULL, Popen
 
 from koku.core.clock import Clock
+from koku.core.config import dir_problem
 from koku.core.durations import format_duration
 from koku.core.joblog import JobLog, LineTail
 from koku.core.model import Outcome, RunResult
@@ -194,10 +195,9 @@ class ProcessRun:
         if self._cancelled:
             self._finish_unstarted(Outcome.CANCELLED, describe_exit(None, cancelled=True))
             return
-        cwd = os.path.expanduser(self.cwd) if self.cwd else None
-        if cwd is not None and not os.path.isdir(cwd):
-            what = "is not a directory" if os.path.exists(cwd) else "does not exist"
-            self._finish_unstarted(Outcome.ERROR, describe_exit(None, not_started=f"dir {cwd} {what}"))
+        cwd = self.cwd or None  # already resolved by the config (koku.core.config.resolve_dir)
+        if cwd is not None and (problem := dir_problem(cwd)) is not None:
+            self._finish_unstarted(Outcome.ERROR, describe_exit(None, not_started=f"dir {cwd} {problem}"))
             return
         try:
             read_fd, write_fd = os.pipe()
