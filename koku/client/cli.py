@@ -295,7 +295,7 @@ def cmd_status(args: dict[str, Any]) -> int:
     if args["--json"]:
         _print_json(jobs)
     elif jobs:
-        print(table.status_table(jobs))
+        print(table.status_table(jobs, color=table.use_color(sys.stdout)))
     else:
         print("no jobs configured")
     return EXIT_OK

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Iterable
@@ -49,11 +51,61 @@ def _cell(value: Any) -> str:
     return DASH if value is None else str(value)
 
 
-def status_table(jobs: Iterable[dict[str, Any]]) -> str:
+RED, YELLOW, RESET = "\033[31m", "\033[33m", "\033[0m"
+# Outcomes that are a problem with the job (red) and endings that are not the job's fault (yellow).
+_FAILED = {"failure", "timeout", "error"}
+_CUT_SHORT = {"interrupted", "cancelled"}
+
+
+def use_color(stream: Any) -> bool:
+    """Colour only for a terminal, and never when NO_COLOR is set to anything (https://no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIG{signum}"
+
+
+def exit_cell(job: dict[str, Any]) -> str:
+    """How the last finished run ended, in one word: its exit code, ``SIGTERM``, ``timeout``, ``error``,
+    ``interrupted`` or ``cancelled``; a dash while running or before any run."""
+    outcome = job.get("last_outcome")
+    if job.get("state") == "running" or outcome is None:
+        return DASH
+    if outcome in ("timeout", "error", "interrupted", "cancelled"):
+        return outcome
+    if job.get("last_exit") is not None:
+        return str(job["last_exit"])
+    if job.get("last_signal"):
+        return _signal_name(int(job["last_signal"]))
+    return outcome
+
+
+def _paint(text: str, colour: str | None) -> str:
+    return f"{colour}{text}{RESET}" if colour else text
+
+
+def status_table(jobs: Iterable[dict[str, Any]], color: bool = False) -> str:
     table = _table(["NAME", "STATE", "LAST RUN", "EXIT", "NEXT RUN"])
     for job in jobs:
-        table.add_row([job["name"], job["state"], local_time(job.get("last_run")), _cell(job.get("last_exit")),
-                       local_time(job.get("next_run"))])
+        exit_text = exit_cell(job)
+        state = job["state"]
+        exit_colour = state_colour = None
+        if color and exit_text != DASH:
+            outcome = job.get("last_outcome")
+            exit_colour = RED if outcome in _FAILED else YELLOW if outcome in _CUT_SHORT else None
+        if color and state in ("failing", "stopped"):
+            state_colour = RED
+        table.add_row([job["name"], _paint(state, state_colour), local_time(job.get("last_run")),
+                       _paint(exit_text, exit_colour), local_time(job.get("next_run"))])
     return _render(table)
 
 

@@ -319,6 +319,7 @@ class JobRunner:
             "running_since": running[0].started if running else None,
             "last_outcome": finished.outcome if finished else None,
             "last_description": finished.description if finished else None,
+            "last_signal": finished.signal if finished else None,
             "last_duration_s": finished.duration_s if finished else None,
             "consecutive_failures": self.mem.consecutive_failures,
             "skips_left": self.mem.skips_left,
