@@ -46,7 +46,8 @@ def test_unreadable_state_never_raises(tmp_path, content):
     path.write_bytes(content)
     loaded, warnings = StateStore(path).load()
     if content.startswith(b'{"jobs": {'):
-        assert loaded["x"].runs == 0 and warnings == []  # a bad field falls back to its default
+        assert loaded["x"].runs == 0  # a bad field falls back to its default, with a warning naming it
+        assert warnings == [f'{path}: job "x": runs: invalid value \'many\'; dropped']
     else:
         assert loaded == {} and "corrupt" in warnings[0]
         assert (tmp_path / "state.json.corrupt-1").read_bytes() == content

@@ -6,9 +6,11 @@ The five states are the vocabulary users and kagaya see. A job's state changes i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Callable
 
 
 class JobState(str, Enum):
@@ -85,6 +87,9 @@ class RunRecord:
     signal: int | None = None
     pid: int | None = None
     tail: list[str] = field(default_factory=list)
+    # "starting": saved before the child is spawned (a crash then may or may not have run it);
+    # "running": the child exists and ``pid`` is its process group; None once the run has ended.
+    phase: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # By hand: dataclasses.asdict deep-copies recursively and is ~10x slower, and state.json is
@@ -94,9 +99,28 @@ class RunRecord:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}  # unknown keys: a newer koku's
-        return cls(**known)
+    def from_dict(cls, data: dict[str, Any], where: str = "", problems: list[str] | None = None) -> RunRecord | None:
+        """A record from state.json, which anyone with access may have edited. A bad optional field is
+        dropped (reset to its default) and reported in ``problems``; a record without a valid ``run``,
+        ``trigger`` or ``started`` is dropped whole (None). Unknown keys are a newer koku's: ignored."""
+        problems = [] if problems is None else problems
+        values: dict[str, Any] = {}
+        for name, check in _RECORD_CHECKS.items():
+            if name not in data:
+                continue
+            value = data[name]
+            if check(value):
+                values[name] = list(value) if name == "tail" else value
+            elif name in _RECORD_REQUIRED:
+                problems.append(f"{where}: invalid {name} {_show(value)}; record dropped")
+                return None
+            else:
+                problems.append(f"{where}.{name}: invalid value {_show(value)}; dropped")
+        missing = [name for name in _RECORD_REQUIRED if name not in values]
+        if missing:
+            problems.append(f"{where}: no {missing[0]}; record dropped")
+            return None
+        return cls(**values)
 
 
 @dataclass(slots=True)
@@ -123,22 +147,105 @@ class JobMemory:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobMemory:
+    def from_dict(cls, data: dict[str, Any], problems: list[str] | None = None) -> JobMemory:
+        """One job's saved state. Never raises: each invalid field is dropped (its default kept) and
+        named in ``problems`` (``skips_left: invalid value ...``), so a hand-edited or damaged file cannot
+        stop the daemon from starting."""
+        problems = [] if problems is None else problems
         mem = cls()
-        for key in ("paused", "stopped"):
-            setattr(mem, key, bool(data.get(key, False)))
-        for key in ("consecutive_failures", "skips_left", "skipped", "runs"):
-            value = data.get(key, 0)
-            setattr(mem, key, value if isinstance(value, int) and value >= 0 else 0)
-        for key in ("paused_until", "next_run"):
-            value = data.get(key)
-            setattr(mem, key, value if isinstance(value, str) else None)
+        for name, check in _MEMORY_CHECKS.items():
+            value = data.get(name)
+            if value is None:
+                continue  # absent or null: the default
+            if check(value):
+                setattr(mem, name, value)
+            else:
+                problems.append(f"{name}: invalid value {_show(value)}; dropped")
         last = data.get("last_run")
-        mem.last_run = RunRecord.from_dict(last) if isinstance(last, dict) else None
-        mem.in_flight = [RunRecord.from_dict(r) for r in data.get("in_flight") or [] if isinstance(r, dict)]
-        mem.history = [RunRecord.from_dict(r) for r in data.get("history") or [] if isinstance(r, dict)]
+        if isinstance(last, dict):
+            mem.last_run = RunRecord.from_dict(last, "last_run", problems)
+        elif last is not None:
+            problems.append(f"last_run: invalid value {_show(last)}; dropped")
+        for key in ("in_flight", "history"):
+            raw = data.get(key) or []
+            if not isinstance(raw, list):
+                problems.append(f"{key}: invalid value {_show(raw)}; dropped")
+                continue
+            records = []
+            for i, item in enumerate(raw):
+                rec = RunRecord.from_dict(item, f"{key}[{i}]", problems) if isinstance(item, dict) else None
+                if rec is not None:
+                    records.append(rec)
+                elif not isinstance(item, dict):
+                    problems.append(f"{key}[{i}]: invalid value {_show(item)}; dropped")
+            setattr(mem, key, records)
+        # Run ids must never repeat: the counter is at least the highest id any record carries.
+        mem.runs = max([mem.runs] + [r.run for r in mem.in_flight + mem.history])
         return mem
 
+
+# Bounds for values read back from state.json. A pid is a process group koku may signal: never 0 or 1
+# (killpg(1) is everything), never beyond Linux's largest pid_max. Backoff never skips more than a
+# day of every-second runs.
+MAX_PID = 4_194_304
+MAX_SKIPS = 86_400
+MAX_COUNT = 2 ** 53
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _count(limit: int = MAX_COUNT) -> Callable[[Any], bool]:
+    return lambda v: type(v) is int and 0 <= v <= limit
+
+
+def _opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def _iso(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _enum(kind: type[Enum]) -> Callable[[Any], bool]:
+    values = {m.value for m in kind}  # type: ignore[attr-defined]
+    return lambda v: isinstance(v, str) and v in values
+
+
+_RECORD_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "run": lambda v: type(v) is int and 1 <= v <= MAX_COUNT,
+    "trigger": _enum(Trigger),
+    "scheduled": _opt(_iso),
+    "started": _iso,
+    "ended": _opt(_iso),
+    "duration_s": _opt(lambda v: type(v) in (int, float) and math.isfinite(v) and v >= 0),
+    "outcome": _opt(_enum(Outcome)),
+    "description": lambda v: isinstance(v, str),
+    "exit_code": _opt(lambda v: type(v) is int and 0 <= v <= 255),
+    "signal": _opt(lambda v: type(v) is int and 1 <= v <= 128),
+    "pid": _opt(lambda v: type(v) is int and 1 < v <= MAX_PID),
+    "tail": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "phase": _opt(lambda v: v in ("starting", "running")),
+}
+_RECORD_REQUIRED = ("run", "trigger", "started")
+_MEMORY_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "paused": lambda v: isinstance(v, bool),
+    "stopped": lambda v: isinstance(v, bool),
+    "paused_until": _iso,
+    "next_run": _iso,
+    "consecutive_failures": _count(),
+    "skips_left": _count(MAX_SKIPS),
+    "skipped": _count(),
+    "runs": _count(),
+}
 
 _RECORD_FIELDS = tuple(f.name for f in fields(RunRecord))
 _MEMORY_SCALARS = tuple(f.name for f in fields(JobMemory) if f.name not in ("last_run", "in_flight", "history"))

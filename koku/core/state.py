@@ -7,6 +7,7 @@ starts with empty state. Pure stdlib: no gevent here; the daemon decides when to
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -23,9 +24,12 @@ class StateStore:
         # Each job's JSON, kept between saves: a save re-encodes only the jobs that changed, so a
         # daemon with many jobs and a long history does not serialize all of it on every run.
         self._fragments: dict[str, str] = {}
+        self._tmp_seq = itertools.count(1)
 
     def load(self) -> tuple[dict[str, JobMemory], list[str]]:
-        """Return (memory per job name, warnings). Never raises for a bad file."""
+        """Return (memory per job name, warnings). Never raises for a bad file: a file that is not koku
+        state is moved aside; in a good file, each job's invalid fields are dropped with a warning that
+        names the job and the field."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -36,16 +40,19 @@ class StateStore:
             data = json.loads(raw)
             if not isinstance(data, dict) or not isinstance(data.get("jobs"), dict):
                 raise ValueError("not a koku state file")
-            jobs = {
-                str(name): JobMemory.from_dict(mem)
-                for name, mem in data["jobs"].items()
-                if isinstance(mem, dict)
-            }
-            return jobs, []
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
             aside = self._move_aside()
             where = f"moved to {aside}" if aside else "could not be moved aside"
             return {}, [f"{self.path} is corrupt ({exc}); {where}; starting with empty state"]
+        jobs, warnings = {}, []
+        for name, entry in data["jobs"].items():
+            if not isinstance(entry, dict):
+                warnings.append(f'{self.path}: job "{name}": not an object; dropped')
+                continue
+            problems: list[str] = []
+            jobs[str(name)] = JobMemory.from_dict(entry, problems)
+            warnings += [f'{self.path}: job "{name}": {problem}' for problem in problems]
+        return jobs, warnings
 
     def _move_aside(self) -> Path | None:
         for n in range(1, 1000):
@@ -82,8 +89,10 @@ class StateStore:
     def write(self, payload: bytes) -> None:
         """Replace the file with ``payload`` atomically. Blocking disk I/O: the daemon runs it in a
         thread so that an fsync never holds up a job that is due. Raises OSError."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A name of its own per write: a write still finishing in a thread (its greenlet gone) must not
+        # rename a file another write is filling. O_EXCL: never write through something planted there.
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{next(self._tmp_seq)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             view = memoryview(payload)
             while view:

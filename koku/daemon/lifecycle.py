@@ -41,6 +41,7 @@ from koku.daemon.server import ControlServer
 from koku.core.state import StateStore
 
 SAVE_RETRY = 5.0  # seconds between attempts to write state after a failure (full disk)
+SAVER_JOIN = 30.0  # seconds shutdown waits for a state write in progress (a slow disk's fsync)
 
 
 class AlreadyRunning(KokuError):
@@ -120,6 +121,8 @@ class Daemon:
         self._wake_scheduler = gevent.event.Event()
         self._dirty = gevent.event.Event()
         self._dirty_jobs: set[str] | None = set()  # None: everything must be written again
+        self._saver_exit = False
+        self._saver_retry = gevent.event.Event()
         self._reload_requested = False
         self._stop_now = False
         self._greenlets: dict[str, gevent.Greenlet] = {}
@@ -266,6 +269,8 @@ class Daemon:
         failing = False
         while True:
             self._dirty.wait()
+            if self._saver_exit:
+                return  # shutdown writes the final state itself, once this loop is out of the way
             self._dirty.clear()
             try:
                 self.save()
@@ -277,7 +282,7 @@ class Daemon:
                     logfmt.error("cannot write state; will retry", path=str(self.paths.state_file),
                                  reason=exc.strerror or str(exc))
                 failing = True
-                gevent.sleep(SAVE_RETRY)
+                self._saver_retry.wait(SAVE_RETRY)  # set by shutdown, which must not wait this out
                 self._dirty.set()
 
     def _job_changed(self, name: str) -> None:
@@ -386,8 +391,16 @@ class Daemon:
         gevent.joinall(self.executor.running(), timeout=self.config.daemon.kill_grace + 5)
         saver = self._greenlets.pop("saver", None)
         if saver is not None:
+            # Joined, not killed: a killed saver leaves its threadpool write running, and that write
+            # would race the final one below.
             saver.unlink(self._greenlet_died)
-            saver.kill()
+            self._saver_exit = True
+            self._saver_retry.set()
+            self._dirty.set()
+            saver.join(timeout=SAVER_JOIN)
+            if not saver.dead:
+                logfmt.warning("state saver still writing at shutdown; final save goes ahead")
+                saver.kill(block=False)
         try:
             self.save(in_thread=False)
         except OSError as exc:
