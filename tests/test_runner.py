@@ -266,3 +266,22 @@ def test_long_waits_end_early_so_kernel_timer_slack_cannot_make_a_run_late():
     w.clock.sleep(second)
     w.scheduler.tick()
     assert w.scheduled() == ["2026-05-01T12:01:00+00:00"]
+
+
+@pytest.mark.parametrize("tz, day", [("America/New_York", "2026-11-01"), ("Europe/Berlin", "2026-10-25"),
+                                     ("Australia/Lord_Howe", "2026-04-05")])
+def test_dst_fall_back_second_pass_runs_start_in_the_second_pass_not_an_hour_early(tz, day):
+    # Regression (issue 15): the runner added the jitter delay (0 s) to the run's local datetime, which
+    # dropped fold, so each second-pass run started during the first pass, right after its twin.
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(tz)
+    start = datetime.fromisoformat(f"{day}T00:00:00").replace(tzinfo=zone)
+    w = World(start)
+    w.add(name="hourly", cron="*/30 * * * *", command="true", tz=tz)
+    w.run_until(datetime.fromisoformat(f"{day}T04:00:00").replace(tzinfo=zone))
+    starts = w.starts()
+    scheduled = [datetime.fromisoformat(s) for s in w.scheduled()]
+    assert starts == scheduled
+    gaps = {(b - a).total_seconds() for a, b in zip(scheduled, scheduled[1:])}
+    assert gaps == {1800.0}  # every half hour of real time, through both passes

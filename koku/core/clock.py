@@ -12,6 +12,19 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Protocol
 
 
+def shifted(instant: datetime, seconds: float) -> datetime:
+    """``instant`` moved by ``seconds`` (may be negative), as an aware UTC datetime.
+
+    The one place the daemon adds a duration to an instant. ``datetime + timedelta`` on a zone-local
+    datetime keeps the wall time and drops ``fold``: 01:00 EST (the second pass of a fall-back hour)
+    plus 0 s comes out as 01:00 EDT, an hour early. In UTC there is no fold to lose.
+    Raises ValueError for a naive ``instant``.
+    """
+    if instant.utcoffset() is None:
+        raise ValueError(f"shifted needs an aware datetime, got {instant!r}")
+    return instant.astimezone(timezone.utc) + timedelta(seconds=seconds)
+
+
 class Clock(Protocol):
     def now(self) -> datetime:
         """Current wall time, timezone-aware, in UTC."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
 from koku.core import logfmt
-from koku.core.clock import Clock
+from koku.core.clock import Clock, shifted
 from koku.core.config import DaemonConfig, JobConfig, OnError
 from koku.core.model import JobMemory, JobState, RunRecord, Trigger, check_move
 from koku.core.model import Outcome, RunResult
@@ -125,12 +125,16 @@ class JobRunner:
             self._next_timer.cancel()
             self._next_timer = None
         nxt = None if self.retired else self.cfg.schedule.next_after(after)
+        if nxt is not None:
+            # The schedule answers in the job's zone; everything after this is instants, kept in UTC
+            # so that arithmetic and comparisons cannot lose which pass of a repeated hour it is.
+            nxt = nxt.astimezone(timezone.utc)
         self.next_scheduled = nxt
         self.mem.next_run = iso(nxt) if nxt and not (self.mem.paused or self.mem.stopped) else None
         if nxt is None:
             return
         delay = self.ctx.rng.uniform(0, self.cfg.jitter) if self.cfg.jitter > 0 else 0.0
-        due = nxt + timedelta(seconds=delay)
+        due = shifted(nxt, delay)
         self._next_timer = self.ctx.scheduler.add(due, lambda: self._on_due(nxt), label=self.cfg.name)
 
     def reschedule(self) -> None:
@@ -142,7 +146,7 @@ class JobRunner:
         now = self.ctx.clock.now()
         # Next run from now (minus the jitter that delayed this one), so runs that fell into a forward
         # clock jump collapse into this one instead of firing one by one.
-        base = max(scheduled, now - timedelta(seconds=self.cfg.jitter))
+        base = max(scheduled, shifted(now, -self.cfg.jitter))
         self._schedule_after(base)
         if self.mem.paused or self.mem.stopped:
             self.ctx.changed(self.cfg.name)
@@ -185,7 +189,7 @@ class JobRunner:
         return self._start(Trigger.MANUAL, None)
 
     def pause(self, seconds: float | None) -> str:
-        until = None if seconds is None else self.ctx.clock.now() + timedelta(seconds=seconds)
+        until = None if seconds is None else shifted(self.ctx.clock.now(), seconds)
         self.mem.paused = True
         self.mem.paused_until = iso(until)
         self.mem.next_run = None
@@ -276,7 +280,9 @@ class JobRunner:
         runs = self.cfg.schedule.runs_after(now, 2)
         if len(runs) < 2:
             return 1
-        gap = max(1.0, (runs[1] - runs[0]).total_seconds())
+        # Timestamps: subtracting two datetimes of one zone ignores their offsets (a fall-back repeat's
+        # 01:00 EST - 01:00 EDT would be 0 s, not 3600 s).
+        gap = max(1.0, runs[1].timestamp() - runs[0].timestamp())
         return max(1, int(86400 // gap))
 
     def _nth_run_after(self, now: datetime, skips: int) -> datetime | None:
@@ -288,8 +294,8 @@ class JobRunner:
             return None
         if skips <= exact:
             return runs[-1] if len(runs) == exact + 1 else None
-        gap = (runs[-1] - runs[0]) / max(1, exact)
-        return sched.next_after(runs[-1] + gap * (skips - exact - 1))
+        gap = (runs[-1].timestamp() - runs[0].timestamp()) / max(1, exact)
+        return sched.next_after(shifted(runs[-1], gap * (skips - exact - 1)))
 
     # ----- reporting ---------------------------------------------------------------------------
     def next_run(self) -> datetime | None:

@@ -21,10 +21,10 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timezone
 from typing import Callable
 
-from koku.core.clock import Clock
+from koku.core.clock import Clock, shifted
 
 MAX_SLEEP = 60.0  # seconds; the longest the loop sleeps before re-reading the clock
 # Linux lets a poll/epoll timeout fire late by 0.1% of its length (up to 100 ms) for ordinary tasks, so
@@ -32,7 +32,7 @@ MAX_SLEEP = 60.0  # seconds; the longest the loop sleeps before re-reading the c
 # the second, short wait that follows has next to no slack.
 EARLY_FRACTION = 0.002
 JUMP_TOLERANCE = 2.0  # seconds of wall/monotonic disagreement that count as a jump
-BACKWARD_KEEP = timedelta(hours=3)
+BACKWARD_KEEP = 3 * 3600.0  # seconds; a step back further than this is the clock being set
 
 
 @dataclass(order=True, slots=True)
@@ -65,7 +65,9 @@ class Scheduler:
         self._last_mono = 0.0
 
     def add(self, when: datetime, callback: Callable[[], None], label: str = "") -> Timer:
-        timer = Timer(when, next(self._seq), callback, label)
+        # Heap order must be the order of instants: two datetimes of one zone compare by wall time,
+        # ignoring fold, so a repeated hour's second pass would sort with its first.
+        timer = Timer(when.astimezone(timezone.utc), next(self._seq), callback, label)
         heapq.heappush(self._heap, timer)
         return timer
 
@@ -77,12 +79,12 @@ class Scheduler:
     def _check_jump(self, now: datetime) -> None:
         mono = self.clock.monotonic()
         if self._last_wall is not None:
-            expected = self._last_wall + timedelta(seconds=mono - self._last_mono)
+            expected = shifted(self._last_wall, mono - self._last_mono)
             jump = (now - expected).total_seconds()
             if abs(jump) > JUMP_TOLERANCE:
                 if self._on_jump:
                     self._on_jump(jump)
-                if jump < -BACKWARD_KEEP.total_seconds() and self._on_reset:
+                if jump < -BACKWARD_KEEP and self._on_reset:
                     self._on_reset()
         self._last_wall, self._last_mono = now, mono
 
