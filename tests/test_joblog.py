@@ -32,6 +32,34 @@ def test_appends_and_creates_parent_dirs(tmp_path: Path) -> None:
     assert path.read_bytes() == b"--- header\nout\nsecond run\n"
 
 
+@pytest.mark.parametrize("before, output, expected", [
+    (b"", b"x", b"--- h\nx\n--- f\n"),  # printf x: the footer must not stick to "x"
+    (b"", b"x\n", b"--- h\nx\n--- f\n"),
+    (b"", b"", b"--- h\n--- f\n"),
+    (b"old", b"y", b"old\n--- h\ny\n--- f\n"),  # a file left ending mid-line (a crash): the header too
+    (b"old\n", b"y\n", b"old\n--- h\ny\n--- f\n"),
+])
+def test_header_and_footer_on_a_line_of_their_own(tmp_path: Path, before: bytes, output: bytes,
+                                                   expected: bytes) -> None:
+    path = tmp_path / "job.log"
+    if before:
+        path.write_bytes(before)
+    with JobLog(path, max_bytes=1000, keep=2) as log:
+        log.write_line("--- h")
+        log.write(output)
+        log.write_line("--- f")
+    assert path.read_bytes() == expected
+
+
+def test_footer_after_rotation_mid_line_starts_clean(tmp_path: Path) -> None:
+    path = tmp_path / "job.log"
+    with JobLog(path, max_bytes=20, keep=1) as log:
+        log.write(b"0123456789012345")
+        log.write(b"abcdefghij")  # rotates; the new file holds a partial line
+        log.write_line("--- f")
+    assert path.read_bytes().endswith(b"\n--- f\n")
+
+
 def test_rotation_names_and_oldest_dropped(tmp_path: Path) -> None:
     path = tmp_path / "job.log"
     data = lines(0, 100)  # 1100 bytes, 10 lines per 110-byte file

@@ -48,6 +48,7 @@ class JobLog:
         self._fd: int | None = None
         self._size = 0
         self._failed = False
+        self._line_start = True  # the file is empty or ends with a newline
         self.dropped_bytes = 0
         """Bytes discarded since the last ``close()`` because the log could not be written."""
 
@@ -71,8 +72,17 @@ class JobLog:
             self._fail(exc)
 
     def write_line(self, text: str) -> None:
-        """Write ``text`` plus a newline (UTF-8), e.g. the run header and footer."""
-        self.write(text.encode("utf-8", "replace") + b"\n")
+        """Write ``text`` plus a newline (UTF-8) on a line of its own, e.g. the run header and footer:
+        after output that did not end with a newline (``printf x``), a newline goes first."""
+        data = text.encode("utf-8", "replace") + b"\n"
+        if self._fd is None and not self._failed:
+            try:
+                self._open()  # to learn how the file ends
+            except OSError as exc:
+                self.dropped_bytes += len(data)
+                self._fail(exc)
+                return
+        self.write(data if self._line_start else b"\n" + data)
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
@@ -94,12 +104,14 @@ class JobLog:
 
     def _open(self, truncate: bool = False) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        # Read access too: the last byte tells whether the next header starts a line of its own.
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
         if truncate:
             flags |= os.O_TRUNC
         fd = os.open(self.path, flags, 0o644)
         try:
             self._size = os.fstat(fd).st_size
+            self._line_start = self._size == 0 or os.pread(fd, 1, self._size - 1) == b"\n"
         except OSError:
             os.close(fd)
             raise
@@ -135,6 +147,7 @@ class JobLog:
             if n <= 0:  # pragma: no cover - regular files do not do this, but never spin
                 raise OSError(errno.EIO, "write returned 0")
             self._size += n
+            self._line_start = view[n - 1] == 0x0A
             view = view[n:]
 
     def _rotate(self) -> int:
