@@ -7,6 +7,7 @@ rotation stays consistent) and closed when the last one ends.
 from __future__ import annotations
 
 import os
+import pwd
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +34,22 @@ class ProcessExecutor:
         # The daemon's own environment does not change while it runs; copying a plain dict per run is
         # much cheaper than decoding os.environ again (it shows when hundreds of jobs start at once).
         self._base_env = dict(os.environ)
+        self._login: dict[str, str] | None = None  # HOME, USER, LOGNAME of the user jobs run as
+
+    def _login_env(self) -> dict[str, str]:
+        """What cron gives every job from the passwd entry of the user it runs as (the daemon's)."""
+        if self._login is None:
+            uid = os.geteuid()
+            try:
+                # NSS may ask LDAP or sssd: never on the hub.
+                entry = gevent.get_hub().threadpool.apply(pwd.getpwuid, (uid,))
+            except KeyError:
+                logfmt.warning("no passwd entry for the daemon's user; jobs get no HOME, USER or LOGNAME",
+                               uid=uid)
+                self._login = {}
+            else:
+                self._login = {"HOME": entry.pw_dir, "USER": entry.pw_name, "LOGNAME": entry.pw_name}
+        return self._login
 
     # The runner calls start(); everything after happens in the run's own greenlet.
     def start(self, runner: JobRunner, record: RunRecord) -> None:
@@ -72,6 +89,11 @@ class ProcessExecutor:
 
     def _environment(self, runner: JobRunner, record: RunRecord) -> dict[str, str]:
         env = self._base_env.copy()
+        # Under systemd or `env -i` the daemon has none of these; cron sets them for every job. What the
+        # daemon has is kept, and the job's own env wins over both.
+        for key, value in self._login_env().items():
+            env.setdefault(key, value)
+        env.setdefault("SHELL", self._config().daemon.shell)
         env.update(runner.cfg.env)
         env["KOKU_JOB"] = runner.cfg.name
         env["KOKU_RUN_ID"] = str(record.run)
@@ -83,7 +105,7 @@ class ProcessExecutor:
         cfg = config.daemon
         name = runner.cfg.name
         # Like cron, a job without a dir runs in the home directory, not wherever the daemon started.
-        cwd = config.job_dir(runner.cfg) or Path.home()
+        cwd = config.job_dir(runner.cfg) or Path(self._base_env.get("HOME") or self._login_env().get("HOME") or "/")
         key = (name, record.run)
         log = self._acquire_log(name)
         try:
