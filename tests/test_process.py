@@ -505,3 +505,33 @@ def test_kill_group_on_a_vanished_group_is_false(make: Make) -> None:
     assert result.pid is not None
     assert not kill_group(result.pid, signal.SIGTERM)
     assert not group_alive(result.pid)
+
+
+def test_spawn_uses_the_stdlib_c_path_and_leaves_nothing_for_it_to_reap(tmp_path: Path) -> None:
+    # In a fresh interpreter, so modules imported by other tests do not count: gevent.subprocess (which
+    # forks and runs Python in the child) must not be loaded at all, and the stdlib must not be left
+    # holding Popen objects it would later waitpid() on (their pids may by then belong to other runs).
+    import subprocess
+    import sys
+
+    code = f"""
+import subprocess, sys, gevent
+from pathlib import Path
+from koku.core.clock import RealClock
+from koku.core.joblog import JobLog
+from koku.daemon.process import ProcessRun
+log = JobLog(Path({str(tmp_path)!r}) / "c.log", max_bytes=1_000_000, keep=1)
+for i in range(20):
+    run = ProcessRun("exit 3", shell="/bin/sh", cwd=None, env={{"PATH": "/usr/bin:/bin"}}, log=log,
+                     timeout=5.0, kill_grace=0.5, clock=RealClock(gevent.sleep))
+    run.start()
+    assert run.wait().exit_code == 3
+    del run
+import gc; gc.collect()
+print("gevent.subprocess" in sys.modules, len(subprocess._active))
+"""
+    res = subprocess.run([sys.executable, "-W", "always::ResourceWarning", "-c", code], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["False", "0"]
+    assert "still running" not in res.stderr  # Popen.__del__ would waitpid() the pid again

@@ -1,8 +1,10 @@
 """One job run as a child process: spawn in its own session, stream output to the job log, enforce the
 timeout on the whole process group (TERM, grace, KILL), describe the exit in words.
 
-Daemon side: imports gevent, never monkey-patches. gevent reaps children through its own child
-watchers, so nothing here installs a SIGCHLD handler or calls ``waitpid(-1)``.
+Daemon side: imports gevent, never monkey-patches. Children are spawned by the standard library's C
+``fork_exec`` (vfork where it can: no Python runs in the child, and the cost does not grow with the
+daemon's RSS, unlike gevent.subprocess, which forks in Python) and reaped by gevent's child watcher on
+their pid, so nothing here installs a SIGCHLD handler, calls ``waitpid(-1)`` or blocks the hub in a wait.
 
 Error vs failure (Jobber's distinction): an *error* is a run that could not start (missing dir or
 shell, permission denied, fork failure); a *failure* started and then exited non-zero, died of a signal
@@ -17,10 +19,11 @@ import os
 import signal
 from typing import Mapping
 
+from subprocess import DEVNULL, Popen
+
 import gevent
 import gevent.event
 import gevent.os
-from gevent.subprocess import DEVNULL, Popen
 
 from koku.core.clock import Clock
 from koku.core.config import dir_problem
@@ -171,6 +174,8 @@ class ProcessRun:
         self.pid: int | None = None
         self._tail = LineTail(tail_lines, max_line)
         self._popen: Popen | None = None
+        self._watcher: object | None = None  # gevent's child watcher, held until it fires
+        self._returncode: int | None = None
         self._supervisor: gevent.Greenlet | None = None
         self._result: RunResult | None = None
         self._started = False
@@ -206,8 +211,7 @@ class ProcessRun:
             self._finish_unstarted(Outcome.ERROR, describe_exit(None, not_started=reason))
             return
         try:
-            popen = Popen([self.shell, "-c", self.command], stdin=DEVNULL, stdout=write_fd, stderr=write_fd,
-                          cwd=cwd, env=self.env, start_new_session=True, close_fds=True)
+            popen = self._spawn(cwd, write_fd)
         except (OSError, ValueError) as exc:
             os.close(read_fd)
             self._finish_unstarted(Outcome.ERROR, describe_exit(None, not_started=self._start_error(exc, cwd)))
@@ -218,7 +222,6 @@ class ProcessRun:
         self._popen = popen
         self.pid = popen.pid
         self._started_mono = self.clock.monotonic()
-        popen.result.rawlink(lambda _result: self._wake.set())
         gevent.os.make_nonblocking(read_fd)
         pump = gevent.spawn(self._pump_output, read_fd)
         pump.name = f"koku-output-{popen.pid}"
@@ -248,7 +251,7 @@ class ProcessRun:
         if popen is None:
             self._cancelled = True  # start() will not spawn
             return
-        if popen.returncode is not None and self._term_at is None:
+        if self._returncode is not None and self._term_at is None:
             return  # it ended by itself; only the output drain is left
         self._cancelled = True
         now = self.clock.monotonic()
@@ -259,6 +262,33 @@ class ProcessRun:
         self._wake.set()
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _spawn(self, cwd: str | None, out_fd: int) -> Popen:
+        """Start the child through the C path and watch its pid; raises OSError/ValueError if it cannot.
+
+        Popen returns once the child has exec'd (or raises what exec failed with), so the watcher is
+        started before the hub runs again: the loop cannot reap the pid before anyone listens for it.
+        """
+        loop = gevent.get_hub().loop
+        # gevent installs libev's SIGCHLD handler lazily; without it no child watcher ever fires.
+        loop.install_sigchld()
+        # Spawn options that stay on the C path (no preexec_fn): user=, group=, extra_groups=, umask=
+        # and process_group= belong here too.
+        popen = Popen([self.shell, "-c", self.command], stdin=DEVNULL, stdout=out_fd, stderr=out_fd,
+                      cwd=cwd, env=self.env, start_new_session=True, close_fds=True)
+        watcher = loop.child(popen.pid, False)
+        watcher.start(self._reaped, popen, watcher)
+        self._watcher = watcher
+        return popen
+
+    def _reaped(self, popen: Popen, watcher: object) -> None:
+        # Runs in the hub: no blocking, no switching. Setting Popen.returncode tells the stdlib the
+        # child is reaped, so it never calls waitpid on a pid that may already belong to someone else.
+        watcher.stop()  # type: ignore[attr-defined]
+        self._watcher = None
+        self._returncode = os.waitstatus_to_exitcode(watcher.rstatus)  # type: ignore[attr-defined]
+        popen.returncode = self._returncode
+        self._wake.set()
 
     def _start_error(self, exc: BaseException, cwd: str | None) -> str:
         if isinstance(exc, ValueError):  # e.g. a NUL byte in the command or env
@@ -318,11 +348,11 @@ class ProcessRun:
             if not pump.dead:
                 pump.kill(block=True, timeout=1.0)
             os.close(read_fd)
-        self._result = self._make_result(popen.returncode, ended)
+        self._result = self._make_result(self._returncode, ended)
 
     def _wait_leader(self, popen: Popen) -> None:
         assert self._started_mono is not None
-        while popen.returncode is None:
+        while self._returncode is None:
             now = self.clock.monotonic()
             deadline: float | None = None
             if self._term_at is None:
@@ -339,7 +369,7 @@ class ProcessRun:
                     continue
                 deadline = self._kill_at
             self._wake.clear()
-            if popen.returncode is not None:
+            if self._returncode is not None:
                 break
             self._wake.wait(None if deadline is None else max(0.0, deadline - now))
 
@@ -380,5 +410,5 @@ class ProcessRun:
 
     def _supervisor_died(self, greenlet: gevent.Greenlet) -> None:
         _log.error("pid=%s supervisor failed: %r", self.pid, greenlet.exception)
-        if self.pid is not None and self._popen is not None and self._popen.returncode is None:
+        if self.pid is not None and self._popen is not None and self._returncode is None:
             kill_group(self.pid, signal.SIGKILL)

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Spawn cost of koku's ProcessRun, and a real daemon's CPU per 1,000 runs.
+
+    python3 bench/spawn.py                 # 200 sequential runs of `true` through ProcessRun
+    python3 bench/spawn.py --daemon        # also: a real daemon, 50 every-second jobs, CPU per 1,000 runs
+
+Figures: wall ms per run (spawn, reap, output pipe closed) and this process's own CPU ms per run (the
+children's CPU is not counted), median of 3 rounds; the daemon's utime+stime from /proc/PID/stat over
+the window in which it started 1,000 runs. Run it from the venv the figures are for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def spawn_loop(count: int) -> tuple[float, float]:
+    import gevent
+
+    from koku.core.clock import RealClock
+    from koku.core.joblog import JobLog
+    from koku.daemon.process import ProcessRun
+
+    clock = RealClock(gevent.sleep)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = JobLog(Path(tmp) / "spawn.log", max_bytes=10_000_000, keep=1)
+        env = {"PATH": "/usr/bin:/bin"}
+
+        def one() -> None:
+            run = ProcessRun("true", shell="/bin/sh", cwd=tmp, env=env, log=log, timeout=None,
+                             kill_grace=1.0, clock=clock)
+            run.start()
+            run.wait()
+
+        one()  # gevent's child watcher and the hub start on first use
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for _ in range(count):
+            one()
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        log.close()
+    return wall / count * 1000, cpu / count * 1000
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def daemon_cpu_per_1000(jobs: int = 50) -> float:
+    ku = Path(sys.executable).parent / "ku"
+    root = Path(tempfile.mkdtemp(prefix="ku-spawn-", dir="/tmp"))
+    home = root / "home"
+    config = home / ".config/koku/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("".join(f'[[job]]\nname = "j{i}"\ncron = "* * * * * *"\ncommand = "true"\n\n'
+                              for i in range(jobs)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KOKU_", "XDG_"))}
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_STATE_HOME=str(home / ".local/state"),
+               XDG_CACHE_HOME=str(home / ".cache"))
+    daemon = subprocess.Popen([str(ku), "daemon", "run"], env=env, cwd=root, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    log = home / ".local/state/koku/logs"
+    try:
+        time.sleep(3)  # start-up and the first bursts
+        runs0, cpu0 = _count_runs(log), _cpu_seconds(daemon.pid)
+        while _count_runs(log) - runs0 < 1000:
+            time.sleep(0.25)
+        runs, cpu = _count_runs(log) - runs0, _cpu_seconds(daemon.pid) - cpu0
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+        shutil.rmtree(root, ignore_errors=True)
+    return cpu / runs * 1000
+
+
+def _count_runs(log_dir: Path) -> int:
+    total = 0
+    for path in log_dir.glob("j*.log"):
+        try:
+            total += path.read_bytes().count(b" started: ")
+        except OSError:
+            pass
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--daemon", action="store_true")
+    args = parser.parse_args()
+    rounds = sorted(spawn_loop(args.count) for _ in range(3))
+    wall, cpu = rounds[1]
+    print(f"ProcessRun of `true`, {args.count} in a row: {wall:.2f} ms wall, {cpu:.2f} ms CPU per run "
+          f"(median of 3; all: {', '.join(f'{w:.2f}/{c:.2f}' for w, c in rounds)})")
+    if args.daemon:
+        print(f"daemon CPU per 1,000 runs (50 every-second jobs): {daemon_cpu_per_1000():.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
