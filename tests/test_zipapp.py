@@ -530,7 +530,8 @@ def test_daemon_from_pyz_survives_the_file_being_replaced(
     # it runs from the extracted copy; the .pyz is neither its program nor open nor mapped
     with open(f"/proc/{pid}/cmdline", "rb") as fh:
         cmdline = fh.read().split(b"\0")
-    app = Path(cmdline[1].decode())
+    assert cmdline[1] == b"-I"  # isolated: never the caller's cwd or $PYTHONPATH on sys.path
+    app = Path(cmdline[2].decode())
     assert app.parent == home.cache / "koku" and app.name.endswith(bootstrap.native_key())
     assert (app / "gevent" / "__init__.py").is_file()
     fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
@@ -603,9 +604,9 @@ def test_prepare_daemon_reexecs_on_the_extracted_copy(pyz: Path, bare_python: st
     [[exe, argv, marker]] = out["calls"]
     app = cache / next(iter(os.listdir(cache)))
     assert exe == out["exe"]
-    assert argv == [exe, str(app), "daemon", "run"]
+    assert argv == [exe, "-I", str(app), "daemon", "run"]
     assert marker == str(app)
-    assert out["argv"] == [out["exe"], str(pyz)]
+    assert out["argv"] == [out["exe"], "-I", str(pyz)]
     # the copy runs by itself: `python <dir>` with nothing from the archive
     res = run([bare_python, str(app), "--version"], env=env)
     assert res.returncode == 0, res.stderr
@@ -724,7 +725,7 @@ def test_daemon_smoke_with_another_cpython(pyz_multi: tuple[Path, dict[str, str]
     with open(f"/proc/{pid}/cmdline", "rb") as fh:
         cmdline = fh.read().split(b"\0")
     assert cmdline[0].decode() == python
-    assert cmdline[1].decode().endswith(key_of(others[minor]))
+    assert cmdline[1] == b"-I" and cmdline[2].decode().endswith(key_of(others[minor]))
     res = home.koku("run", "answer", "--wait", timeout=60)
     assert res.returncode == 3 and "forty-two" in res.stdout, res.stderr + res.stdout
     res = home.koku("daemon", "stop", timeout=60)
@@ -898,7 +899,8 @@ def test_old_glibc_is_refused_before_loading_anything() -> None:
 
 def test_installed_koku_needs_no_bootstrap() -> None:
     assert not bootstrap.running_from_zip()
-    assert bootstrap.program_argv() == [sys.executable, "-m", "koku"]
+    argv = bootstrap.program_argv()
+    assert argv[:3] == [sys.executable, "-I", "-c"] and "from koku.__main__ import main" in argv[3]
     bootstrap.prepare_daemon(execv=lambda *a: pytest.fail("a normal install must not re-exec"))
     assert bootstrap.describe_native().startswith("native: gevent ")
 

@@ -19,7 +19,7 @@ from koku import __version__
 from koku.client.client import Client
 from koku.core.durations import parse_duration
 from koku.errors import ConfigError, DaemonError, KokuError, NotRunningError, UsageError
-from koku.core.paths import config_path, state_paths
+from koku.core.paths import StatePaths, config_path, state_paths
 
 USAGE = """\
 koku (刻): a cron daemon and manager.
@@ -161,12 +161,24 @@ def _daemon_run(args: dict[str, Any]) -> int:
     from koku.zipapp import bootstrap
 
     bootstrap.prepare_daemon()
+    _forget_working_directory()
     from koku.core import logfmt
     from koku.daemon.lifecycle import Daemon  # the one place the CLI reaches gevent
 
     logfmt.setup(fmt)
-    # Absolute, so that reload reads the same file whatever the daemon's working directory is.
-    return Daemon(config_path(args["--config"]).absolute(), state_paths()).run()
+    # Absolute before leaving the cwd: reload must read the same file, the state dir must not move.
+    config = config_path(args["--config"]).absolute()
+    paths = StatePaths(state_paths().root.absolute())
+    os.chdir("/")
+    return Daemon(config, paths).run()
+
+
+def _forget_working_directory() -> None:
+    """Drop the caller's working directory from ``sys.path`` (``python -m koku daemon run`` puts it
+    there): a ``ctypes.py`` in it would otherwise run when the daemon first imports ctypes."""
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cwd = os.getcwd()
+    sys.path[:] = [p for p in sys.path if p == here or (p and os.path.abspath(p) != cwd)]
 
 
 def _daemon_info(timeout: float = 2.0) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ Signal handlers and socket requests only call ``request_stop()`` / ``request_rel
 
 from __future__ import annotations
 
+import ctypes  # now, not at first use: the daemon imports nothing after it starts serving
 import errno
 import fcntl
 import grp
@@ -96,8 +97,6 @@ def release_free_memory() -> None:
     asked. A no-op where the C library has no malloc_trim (musl).
     """
     try:
-        import ctypes
-
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):
         pass

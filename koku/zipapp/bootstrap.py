@@ -70,13 +70,21 @@ def extracted_app_dir() -> Path | None:
 
 
 def program_argv() -> list[str]:
-    """The argv prefix that runs this same koku again: append the command's arguments."""
+    """The argv prefix that runs this same koku again: append the command's arguments.
+
+    Always isolated (``-I``): ``python -m koku`` would put the caller's working directory first on
+    ``sys.path``, and a ``koku/__main__.py`` or ``ctypes.py`` there would run as the daemon's user
+    (root). Isolation also drops ``$PYTHONPATH``, so an installed koku is found through site-packages
+    and any other one through its own absolute directory, appended (it can never shadow the stdlib).
+    """
     if _ARCHIVE is not None:
-        return [sys.executable, _ARCHIVE]
+        return [sys.executable, "-I", _ARCHIVE]
     app = extracted_app_dir()
     if app is not None:
-        return [sys.executable, str(app)]
-    return [sys.executable, "-m", "koku"]
+        return [sys.executable, "-I", str(app)]
+    entry = (f"import sys; sys.path.append({_APP_DIR!r}); "
+             "from koku.__main__ import main; sys.exit(main())")
+    return [sys.executable, "-I", "-c", entry]
 
 
 # -- which native build fits this interpreter ---------------------------------------------------------
@@ -448,7 +456,10 @@ def prepare_daemon(execv: Callable[[str, list[str], Mapping[str, str]], Any] | N
             )
         if not sys.executable:
             raise BootstrapError("cannot re-execute koku: the interpreter's path (sys.executable) is unknown")
-        argv = [sys.executable, *_interpreter_options(), str(app), *sys.argv[1:]]
+        options = _interpreter_options()
+        if "-I" not in options:
+            options.insert(0, "-I")  # see program_argv: the daemon never imports from the cwd or $PYTHONPATH
+        argv = [sys.executable, *options, str(app), *sys.argv[1:]]
         env = dict(os.environ)
         env[ENV_EXTRACTED] = str(app)
         sys.stdout.flush()
