@@ -67,3 +67,30 @@ def test_daemon_never_imports_from_the_cwd_and_leaves_it(kenv):
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert b"-I" in cmdline, cmdline
 
+
+# ----- 7. requests that got no answer ------------------------------------------------------------
+
+HOSTILE_LINES = [
+    b'{"Run":"\\ud800"}',
+    b"[" * 100_000,
+    b'{"PauseFor":{"name":"tick","seconds":1e300}}',
+    b'{"PauseFor":{"name":"tick","seconds":NaN}}',
+    b'{"PauseFor":{"name":"tick","seconds":Infinity}}',
+]
+
+
+def test_hostile_requests_get_an_invalid_request_answer_on_a_usable_connection(kenv):
+    config(kenv)
+    kenv.start()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(kenv.state / "daemon.sock"))
+        for line in HOSTILE_LINES:
+            s.sendall(line + b"\n")
+            reply = json.loads(read_line(s))
+            assert list(reply) == ["Error"], (line[:60], reply)
+            assert reply["Error"].startswith("invalid request: "), (line[:60], reply)
+            s.sendall(b'"Ping"\n')
+            assert json.loads(read_line(s)) == {"Ok": "pong"}, line[:60]
+    assert kenv.status("tick")["state"] == "idle"  # not paused by any of them
+    assert "Traceback" not in kenv.daemon_log()

@@ -14,18 +14,35 @@ from typing import Any, NamedTuple
 from koku.errors import ProtocolError
 
 MAX_LINE = 1024 * 1024  # bytes; a longer request line is refused, the connection stays usable
+MAX_SECONDS = 10 * 365 * 86400  # the longest PauseFor; more overflows datetime arithmetic
 
 
 def _name(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ProtocolError("expected a job name (a non-empty string)")
+    if not _encodable(value):
+        # A lone surrogate ("\ud800") decodes from JSON but cannot be echoed back as UTF-8.
+        raise ProtocolError("job name is not valid Unicode (a lone surrogate)")
     return value
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _positive_number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ProtocolError(f"{what} must be a positive number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_SECONDS:
+        # `not 0 < value` also catches NaN, which compares false with everything.
+        raise ProtocolError(f"{what} must be a positive number of at most {MAX_SECONDS} (10 years)")
     return float(value)
+
+
+def _no_constants(name: str) -> Any:
+    raise ProtocolError(f"{name} is not a number koku accepts")
 
 
 def _count(value: Any, what: str, default: int) -> int:
@@ -97,9 +114,11 @@ def _parse_tagged(kind: str, arg: Any) -> Request:
 def parse_request(line: bytes | str) -> Request:
     """Decode one request line. Raises ProtocolError whose message starts with what is wrong."""
     try:
-        value = json.loads(line)
+        value = json.loads(line, parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not JSON ({exc})") from None
+    except RecursionError:
+        raise ProtocolError("nested too deeply") from None
     if isinstance(value, str):
         return _parse_tagged(value, None)
     if isinstance(value, dict) and len(value) == 1:
@@ -112,8 +131,11 @@ def parse_request(line: bytes | str) -> Request:
 
 
 def dumps(value: Any) -> bytes:
-    """One message on the wire: compact JSON and a newline."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    """One message on the wire: compact JSON and a newline.
+
+    Never raises for text: a lone surrogate that got this far is written as its JSON escape.
+    """
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n"
 
 
 def ok(message: str) -> dict[str, Any]:

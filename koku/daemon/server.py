@@ -118,7 +118,7 @@ class ControlServer:
                     reply = protocol.error(f"invalid request: line longer than {protocol.MAX_LINE} bytes")
                 else:
                     reply = self._answer(line)
-                conn.sendall(protocol.dumps(reply))
+                conn.sendall(_encode(reply))
         except (OSError, socket.timeout):
             pass  # the client went away or went quiet; nothing to answer
         finally:
@@ -138,6 +138,14 @@ class ControlServer:
         except Exception as exc:  # a bug in a handler must not take the daemon down
             logfmt.error("request failed", request=request.kind, reason=repr(exc))
             return protocol.error(f"internal error handling {request.kind}: {exc}")
+
+
+def _encode(reply: Any) -> bytes:
+    try:
+        return protocol.dumps(reply)
+    except (TypeError, ValueError) as exc:  # a handler bug; the client still gets an answer
+        logfmt.error("cannot encode an answer", reason=repr(exc))
+        return protocol.dumps(protocol.error(f"internal error: cannot encode the answer ({exc})"))
 
 
 def _lines(conn: socket.socket):
