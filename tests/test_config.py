@@ -447,3 +447,9 @@ def test_bad_local_zone_is_reported_once(monkeypatch: pytest.MonkeyPatch) -> Non
     [message] = problems_of(text)
     assert message.startswith("config.toml: the local time zone is unusable: ") and "Not/AZone" in message
     assert len(parse_config(job(tz="UTC")).jobs) == 1  # a job with its own zone does not need the local one
+
+
+def test_5000_nested_brackets_are_a_config_error_not_a_recursion_error():
+    with pytest.raises(ConfigError) as info:
+        parse_config("x = " + "[" * 5000 + "\n", "c.toml")
+    assert info.value.problems == ["c.toml: arrays or tables nested too deeply"]

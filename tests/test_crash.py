@@ -85,3 +85,50 @@ def test_bad_values_in_state_json_are_dropped_with_a_warning_and_the_daemon_star
     assert [r["outcome"] for r in hist] == ["interrupted", "interrupted"] and all(r["pid"] is None for r in hist)
     assert kenv.status("b")["skips_left"] == 0 and kenv.status("c")["state"] == "idle"
     assert kenv.status("a")["runs"] == 5  # the highest run id seen is kept: ids never repeat
+# ----- item 11: reload is all or nothing ----------------------------------------------------------------
+def _failed_once_then_backoff(kenv, via: str) -> None:
+    job = {"name": "flaky", "cron": "@yearly", "command": "exit 1"}
+    kenv.write_config(config(job, {"name": "other", "cron": "@yearly", "command": "true"}))
+    pid = kenv.start()
+    assert kenv.ku("run", "flaky", "--wait").returncode == 1
+    kenv.write_config(config({**job, "on_error": "backoff"},
+                             {"name": "other", "cron": "@monthly", "command": "true"},
+                             {"name": "new", "cron": "@yearly", "command": "true"}))
+    if via == "sighup":
+        os.kill(pid, signal.SIGHUP)
+        wait_for(lambda: "config reloaded" in kenv.daemon_log() or not alive(pid), 10, what="the reload")
+    else:
+        res = kenv.ku("reload")
+        assert res.returncode == 0, res.stderr
+        assert "changed flaky, other" in res.stdout and "added new" in res.stdout
+    assert alive(pid), kenv.daemon_log()
+    jobs = {j["name"]: j for j in kenv.request("Status")["Status"]}
+    assert list(jobs) == ["flaky", "other", "new"]
+    assert jobs["flaky"]["state"] == "failing" and jobs["flaky"]["on_error"] == "backoff"
+    assert jobs["other"]["schedule"] == "@monthly"
+    assert "Traceback" not in kenv.daemon_log()
+
+
+@pytest.mark.parametrize("via", ["sighup", "ku reload"])
+def test_reload_to_backoff_after_a_failure_keeps_the_daemon_and_applies_everything(kenv, via):
+    _failed_once_then_backoff(kenv, via)
+
+
+@pytest.mark.parametrize("via", ["sighup", "ku reload"])
+def test_reload_of_5000_nested_brackets_is_rejected_and_the_old_config_runs(kenv, via):
+    out = kenv.work / "ticks"
+    kenv.write_config(config({"name": "tick", "cron": EVERY_SECOND, "command": f"echo x >> {out}"}))
+    pid = kenv.start()
+    wait_for(out.exists, 5)
+    kenv.config.write_text(kenv.config.read_text() + "\nx = " + "[" * 5000 + "\n")
+    if via == "sighup":
+        os.kill(pid, signal.SIGHUP)
+        wait_for(lambda: "reload rejected" in kenv.daemon_log() or not alive(pid), 10, what="the reload")
+    else:
+        res = kenv.ku("reload")
+        assert res.returncode == 2 and "nested too deeply" in res.stderr, res.stderr
+    assert alive(pid), kenv.daemon_log()
+    assert "nested too deeply" in kenv.daemon_log()
+    n = len(out.read_text().split())
+    wait_for(lambda: len(out.read_text().split()) >= n + 2, 5, what="the old config to keep running")
+    assert [j["name"] for j in kenv.request("Status")["Status"]] == ["tick"]

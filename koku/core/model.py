@@ -26,7 +26,8 @@ S = JobState
 # Which moves are legal. "Resting" states (everything but running) are where a job sits between runs;
 # when a run ends the job goes to the resting state its flags call for.
 ALLOWED: dict[JobState, frozenset[JobState]] = {
-    S.IDLE: frozenset({S.RUNNING, S.PAUSED}),
+    # idle -> failing: a reload switches a job that has failed to on_error = backoff.
+    S.IDLE: frozenset({S.RUNNING, S.PAUSED, S.FAILING}),
     S.RUNNING: frozenset({S.IDLE, S.FAILING, S.STOPPED, S.PAUSED}),
     S.PAUSED: frozenset({S.RUNNING, S.IDLE, S.FAILING, S.STOPPED}),
     S.FAILING: frozenset({S.RUNNING, S.PAUSED, S.IDLE}),

@@ -335,6 +335,17 @@ class JobRunner:
         }
 
     # ----- config changes ----------------------------------------------------------------------
+    def check_update(self, cfg: JobConfig) -> None:
+        """Raise IllegalTransition if ``update(cfg)`` would ask for a move the table forbids (reload
+        checks every job before it changes any)."""
+        saved = self.cfg
+        self.cfg = cfg
+        try:
+            target = JobState.RUNNING if self.active else self._rest_state()
+        finally:
+            self.cfg = saved
+        check_move(self.state, target)
+
     def update(self, cfg: JobConfig) -> None:
         """The job's config changed on reload: keep its state, take the new schedule."""
         self.cfg = cfg

@@ -23,12 +23,14 @@ from typing import Any
 
 import gevent
 import gevent.event
+import gevent.lock
 
 from koku import __version__
 
 from koku.core import logfmt
 from koku.core.clock import Clock, RealClock
 from koku.core.config import Config, load_config
+from koku.daemon import reload
 from koku.errors import ConfigError, KokuError
 from koku.daemon.executor import ProcessExecutor
 from koku.daemon.control import Control
@@ -123,6 +125,7 @@ class Daemon:
         self._saver_exit = False
         self._saver_retry = gevent.event.Event()
         self._reload_requested = False
+        self._reload_lock = gevent.lock.BoundedSemaphore()
         self._stop_now = False
         self._greenlets: dict[str, gevent.Greenlet] = {}
         self.waiters: dict[tuple[str, int], gevent.event.AsyncResult] = {}
@@ -203,11 +206,7 @@ class Daemon:
             mem.in_flight = []
 
     def _add_runner(self, job: Any, startup: bool) -> None:
-        mem = self.memory.setdefault(job.name, JobMemory())
-        runner = JobRunner(job, mem, self.context)
-        self.runners[job.name] = runner
-        runner.activate(startup=startup)
-        self._wake_scheduler.set()
+        self.install_runner(JobRunner(job, self.memory.get(job.name) or JobMemory(), self.context), startup)
 
     def _spawn(self, name: str, func: Any) -> None:
         g = gevent.Greenlet(func)
@@ -256,7 +255,7 @@ class Daemon:
             self._wake_main.clear()
             if self._reload_requested and not self._stop.is_set():
                 self._reload_requested = False
-                self.reload()
+                self.reload()  # never raises; a failure is logged and the old config runs on
 
     def _scheduler_loop(self) -> None:
         while not self._stop.is_set():
@@ -322,48 +321,41 @@ class Daemon:
 
     # ----- reload ------------------------------------------------------------------------------
     def reload(self) -> tuple[bool, str]:
-        """Read and validate the config; apply it only if valid. Returns (ok, message)."""
-        try:
-            new = load_config(self.config_path)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                logfmt.error("reload rejected; keeping the running config", reason=problem)
-            return False, "config rejected; the old config keeps running:\n" + "\n".join(exc.problems)
-        old = self.config
-        assert old is not None
-        self.config = new
-        self.context.daemon = new.daemon
-        for warning in new.warnings:
-            logfmt.warning(warning)
-        names = [j.name for j in new.jobs]
-        wanted = set(names)
-        removed = [n for n in self.runners if n not in wanted]
-        added, changed = [], []
-        for name in removed:
-            runner = self.runners.pop(name)
-            runner.retire()
-            if runner.active:
-                self.retired[name] = runner
-        for job in new.jobs:
-            runner = self.runners.get(job.name)
-            if runner is None:
-                added.append(job.name)
-                self._add_runner(job, startup=False)
-            elif runner.cfg != job:
-                changed.append(job.name)
-                runner.update(job)
-        # Keep the config's order for `ku status`.
-        self.runners = {n: self.runners[n] for n in names}
-        self._wake_scheduler.set()
-        self._dirty.set()
-        parts = [f"{label} {', '.join(items)}" for label, items in
-                 (("added", added), ("removed", removed), ("changed", changed)) if items]
-        message = f"reloaded {self.config_path}: " + ("; ".join(parts) if parts else "no changes")
-        if new.daemon != old.daemon:
-            message += "; daemon settings changed (socket_group applies after a restart)"
-        logfmt.info("config reloaded", added=",".join(added), removed=",".join(removed), changed=",".join(changed))
+        """Re-read the config and swap it in, all or nothing (reload.py). Returns (ok, message); never
+        raises: whatever fails, the old config keeps running and the failure is logged and answered."""
+        with self._reload_lock:  # parsing yields to the hub: a SIGHUP and a `ku reload` must not interleave
+            try:
+                plan = reload.build(self, reload.read(self))
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    logfmt.error("reload rejected; keeping the running config", reason=problem)
+                return False, "config rejected; the old config keeps running:\n" + "\n".join(exc.problems)
+            except Exception as exc:  # a bug in building the new runners: nothing was changed yet
+                logfmt.error("reload failed; keeping the running config", reason=repr(exc))
+                return False, f"reload failed; the old config keeps running: {exc!r}"
+            try:
+                message = reload.apply(self, plan)
+            except Exception as exc:  # a bug; the daemon must go on with what it has
+                logfmt.error("reload failed while applying the new config", reason=repr(exc))
+                return False, f"reload failed while applying the new config: {exc!r}"
+            finally:
+                self._wake_scheduler.set()
+                self._dirty.set()
         release_free_memory()
         return True, message
+
+    def install_runner(self, runner: JobRunner, startup: bool) -> None:
+        self.memory[runner.cfg.name] = runner.mem
+        self.runners[runner.cfg.name] = runner
+        runner.activate(startup=startup)
+        self._wake_scheduler.set()
+
+    def retire_runner(self, name: str) -> None:
+        """Removed from the config: no more runs; one in flight finishes (the runner stays until then)."""
+        runner = self.runners.pop(name)
+        runner.retire()
+        if runner.active:
+            self.retired[name] = runner
 
     # ----- shutdown ----------------------------------------------------------------------------
     def all_runners(self) -> list[JobRunner]:

@@ -77,6 +77,9 @@ def parse_config(text: str, path: Path | str = "config.toml") -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_message(label, text, exc)]) from None
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table: 5,000 `[` exhaust the stack.
+        raise ConfigError([f"{label}: arrays or tables nested too deeply"]) from None
     return _Checker(label, Path(path)).run(data)
 
 
