@@ -33,6 +33,12 @@ timeout = "30m"            # kill the job (its whole process group) after this l
 # catch_up = false         # run once at startup if a scheduled run was missed while koku was down
 # description = "Nightly backup of ~/data"
 # env = { BACKUP_TARGET = "/mnt/backup" }   # extra environment variables (strings)
+# notify = ["ops", "mail"] # notifiers (the [notify.NAME] tables below) told about this job
+# notify_on = ["failure", "recovery", "stopped"]  # the default; also "start", "success", "slow", "skipped"
+# notify_after = 1         # failures in a row before the first failure alert; then silence until recovery
+# remind_every = "6h"      # while it keeps failing, one reminder per period (default: none)
+# slow_after = "30m"       # one "slow" event when a run is still going after this long (with "slow" in notify_on)
+# ping = "https://hc-ping.com/your-uuid"  # Healthchecks pings: /start, success, /<exit code>
 
 [[job]]
 name = "cleanup"
@@ -61,6 +67,25 @@ command = "python3 cleanup.py"
 # kill_grace = "10s"        # after SIGTERM, wait this long before SIGKILL
 # shutdown_grace = "30s"    # on daemon stop, let running jobs finish for this long
 # socket_group = "staff"    # group allowed to use the control socket (default: only this user)
+# metrics_listen = "127.0.0.1:9101"  # serve Prometheus metrics on http://HOST:PORT/metrics
+# metrics_file = "/var/lib/prometheus/node-exporter/koku.prom"  # or write them here after every run
+
+# Notifiers: named, used by jobs through notify = [...]. Nothing is sent until a job names one.
+[notify.ops]
+webhook = "https://hooks.example.com/services/T0/B0"  # POST, the event as JSON
+# format = "json"           # json | slack (a "text" field, for Slack/Mattermost incoming webhooks)
+# headers = { Authorization = "Bearer abc" }
+# timeout = "10s"           # per attempt; failed deliveries are retried a few times with backoff
+
+[notify.mail]
+mail = ["ops@example.com"]  # through "sendmail -t -oi", or through SMTP when [smtp] is set
+
+[notify.page]
+command = "/usr/local/bin/page-me"  # the event as JSON on stdin; KOKU_EVENT, KOKU_JOB, KOKU_RUN_ID in env
+
+# SMTP instead of sendmail (write these under a [smtp] line):
+#  host = "127.0.0.1"  port = 25  starttls = false  from = "koku@myhost"
+#  username = "koku"  password_file = "~/.config/koku/smtp-password"
 """
 
 

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
 from koku.core import logfmt
+from koku.core.alerts import NO_EVENTS, RunEvents
 from koku.core.clock import Clock, shifted
 from koku.core.config import DaemonConfig, JobConfig, OnError
 from koku.core.model import JobMemory, JobState, RunRecord, Trigger, check_move
@@ -60,6 +61,7 @@ class Context:
     changed: Callable[[str], None]  # something worth saving happened to this job (its name)
     rng: random.Random
     run_ended: Callable[[JobRunner, RunRecord], None] = lambda runner, record: None
+    events: RunEvents = NO_EVENTS  # alerts, pings and metrics hear of starts, ends and skips here
 
 
 class JobRunner:
@@ -168,6 +170,7 @@ class JobRunner:
                 logfmt.warning("run skipped: still running (overlap = false)", job=self.cfg.name,
                                run=min(self.active), scheduled=iso(scheduled), skipped=self.mem.skipped)
             self.ctx.changed(self.cfg.name)
+            self.ctx.events.run_skipped(self, iso(scheduled), "still running (overlap = false)")
             return None
         return self._start(trigger, scheduled)
 
@@ -178,6 +181,7 @@ class JobRunner:
         self.active[record.run] = record
         self.mem.in_flight.append(record)
         self._settle(f"{trigger.value} run {record.run}")
+        self.ctx.events.run_started(self, record)
         self.ctx.executor.start(self, record)
         return record
 
@@ -229,6 +233,7 @@ class JobRunner:
 
     # ----- run completion ----------------------------------------------------------------------
     def finish_run(self, record: RunRecord, result: RunResult) -> None:
+        failures_before, stopped_before = self.mem.consecutive_failures, self.mem.stopped
         now = self.ctx.clock.now()
         record.ended = iso(now)
         if result.started_mono is not None:
@@ -252,6 +257,7 @@ class JobRunner:
                     exit=record.exit_code, duration=record.duration_s, reason=record.description,
                     next=iso(self.next_run()))
         self._settle(record.description)
+        self.ctx.events.run_finished(self, record, failures_before, stopped_before)
         self.ctx.run_ended(self, record)
 
     def _on_success(self) -> None:

@@ -7,6 +7,7 @@ from datetime import timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
+from koku.core import notifyconf
 from koku.core.config.model import Config, DaemonConfig, FrozenEnv, JobConfig, dir_problem, resolve_dir
 from koku.core.config.values import (DAEMON_FIELDS, DEFAULTS_FIELDS, JOB_FIELDS, TOP_LEVEL_KEYS, _Bad,
                                      _Converter, _name, _REQUIRED, _show, _unknown)
@@ -44,7 +45,7 @@ class _Checker:
                 continue
             try:
                 good[key] = converter(key, value)
-            except _Bad as exc:
+            except (_Bad, notifyconf.Bad) as exc:
                 for tail in exc.tails:
                     self.problem(where, tail)
                 bad.add(key)
@@ -82,6 +83,7 @@ class _Checker:
                 self.defaults_bad.add("cron")
         self.defaults = defaults
         daemon, _ = self.table("[daemon]", self.section(data, "daemon"), DAEMON_FIELDS)
+        self.alerting = notifyconf.check_alerting(data, self.problem)
 
         raw_jobs = data.get("job", [])
         if not isinstance(raw_jobs, list):
@@ -93,7 +95,8 @@ class _Checker:
             self.warnings.append(f"{self.label}: no jobs defined (add a [[job]] table)")
         if self.problems:
             raise ConfigError(self.problems)
-        return Config(self.path, tuple(jobs), DaemonConfig(**daemon), tuple(self.warnings), tuple(self.job_warnings))
+        return Config(self.path, tuple(jobs), DaemonConfig(**daemon), tuple(self.warnings), tuple(self.job_warnings),
+                      self.alerting)
 
     def job(self, index: int, raw: object) -> JobConfig | None:
         if not isinstance(raw, dict):
@@ -132,9 +135,12 @@ class _Checker:
                 origin = "" if "cron" in raw else " (from [defaults])"
                 self.problem(where, f'key "cron"{origin}: {exc}')
 
+        alerts = notifyconf.split_job_alerts(merged)
+        for tail in notifyconf.job_problems(alerts, self.alerting.declared):
+            self.problem(where, tail)
         if incomplete or len(self.problems) > before:
             return None
-        job = JobConfig(**merged, schedule=schedule)
+        job = JobConfig(**merged, alerts=alerts, schedule=schedule)
         if job.dir is not None:
             self.check_dir(where, job.dir)
         return job

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from koku.core.notifyconf import NO_ALERTS, Alerting, JobAlerts
 from koku.core.schedule import Schedule, parse_schedule
 
 NAME_MAX = 64
@@ -71,6 +72,7 @@ class JobConfig:
     max_failures: int = 3
     catch_up: bool = False
     description: str = ""
+    alerts: JobAlerts = NO_ALERTS  # notify, notify_on, notify_after, remind_every, slow_after, ping
     schedule: Schedule = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -92,6 +94,8 @@ class DaemonConfig:
     kill_grace: float = 10.0
     shutdown_grace: float = 30.0
     socket_group: str | None = None
+    metrics_listen: str | None = None  # "HOST:PORT" for /metrics
+    metrics_file: str | None = None  # Prometheus textfile, rewritten after every run
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ class Config:
     daemon: DaemonConfig
     warnings: tuple[str, ...] = ()  # every warning, each naming file and job (the daemon logs these)
     job_warnings: tuple[tuple[str, str], ...] = ()  # the per-job ones again as ('job "name"', tail)
+    alerting: Alerting = field(default_factory=Alerting)  # [notify.*] and [smtp]
 
     def warnings_for(self, name: str) -> tuple[str, ...]:
         where = f'job "{name}"'

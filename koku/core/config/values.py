@@ -15,6 +15,7 @@ from datetime import date, time
 from functools import partial
 from typing import Any, Callable
 
+from koku.core import notifyconf
 from koku.core.config.model import NAME_MAX, FrozenEnv, OnError
 from koku.core.durations import parse_duration
 from koku.core.schedule import ScheduleError, resolve_zone
@@ -163,17 +164,17 @@ JOB_FIELDS: dict[str, _Converter] = {
     "name": _name, "cron": _string, "command": _string, "dir": _string, "on_error": _on_error,
     "overlap": _boolean, "timeout": partial(_duration, positive=True), "env": _env, "tz": _zone,
     "jitter": _duration, "max_failures": partial(_integer, minimum=1), "catch_up": _boolean,
-    "description": partial(_string, blank_ok=True),
+    "description": partial(_string, blank_ok=True), **notifyconf.JOB_FIELDS,
 }
 DEFAULTS_FIELDS = {key: conv for key, conv in JOB_FIELDS.items() if key != "name"}
 DAEMON_FIELDS: dict[str, _Converter] = {
     "shell": _string, "history": partial(_integer, minimum=1), "log_max_bytes": _size,
     "log_keep": partial(_integer, minimum=0), "kill_grace": _duration, "shutdown_grace": _duration,
-    "socket_group": _string,
+    "socket_group": _string, **notifyconf.DAEMON_FIELDS,
 }
 JOB_KEYS = tuple(JOB_FIELDS)
 DAEMON_KEYS = tuple(DAEMON_FIELDS)
-TOP_LEVEL_KEYS = ("job", "defaults", "daemon")
+TOP_LEVEL_KEYS = ("job", "defaults", "daemon", "notify", "smtp")
 _REQUIRED = ("name", "cron", "command")
 
 
