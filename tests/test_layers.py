@@ -30,7 +30,7 @@ STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 RULES: dict[str, tuple[set[str], set[str]]] = {
     "core": ({"core", "errors"}, {"croniter", "tomli"}),
     "daemon": ({"core", "errors", "daemon", "version"}, {"gevent", "greenlet"}),
-    "client": ({"core", "errors", "client", "zipapp", "version"}, {"docopt", "prettytable"}),
+    "client": ({"core", "errors", "client", "zipapp", "version"}, {"docopt", "prettytable", "tomli_w"}),
     # greenlet: the bootstrap only probes that the native build loads before it starts a daemon.
     "zipapp": ({"errors", "zipapp"}, {"greenlet"}),
     "top": ({"client", "errors", "version"}, set()),

@@ -27,6 +27,7 @@ koku (刻): a cron daemon and manager.
 Usage:
   ku init [--force] [options]
   ku check [--next=N] [--from=TIME] [options]
+  ku import [<file>] [--write] [--system | --no-system] [options]
   ku daemon start [options]
   ku daemon stop [options]
   ku daemon status [options]
@@ -44,6 +45,7 @@ Usage:
 Commands:
   init            Write an example config (every key explained) to the config path.
   check           Validate the config and preview each job's next runs.
+  import          Convert a crontab (a file, or - for stdin) to koku TOML; --write appends it to the config.
   daemon start    Start the daemon in the background; returns once it answers.
   daemon stop     Stop the daemon gracefully (running jobs get shutdown_grace).
   daemon status   Show the daemon's pid, uptime, version, config and job count.
@@ -62,6 +64,9 @@ Options:
   --force                Overwrite an existing config file.
   --next=N               How many runs to preview [default: 3].
   --from=TIME            Preview from this ISO 8601 instant instead of now.
+  --write                Append the imported jobs to the config (validated first; unchanged if invalid).
+  --system               The crontab has a user column (/etc/crontab, /etc/cron.d); default: guessed.
+  --no-system            The crontab has no user column (crontab -l output).
   --wait                 Wait for the run to end.
   --hours=H              Pause for H hours.
   --for=DURATION         Pause for a duration such as 30m, 2h, 1d.
@@ -151,6 +156,32 @@ def cmd_check(args: dict[str, Any]) -> int:
     for w in general:
         print(f"warning: {w}")
     return EXIT_OK
+
+
+def cmd_import(args: dict[str, Any]) -> int:
+    from koku.client.importer import run_import
+
+    system = True if args["--system"] else False if args["--no-system"] else None
+    target = config_path(args["--config"]) if args["--write"] else None
+    result, toml, code = run_import(args["<file>"] or "-", system=system, write=target)
+    for note in result.notes:
+        print(f"koku: warning: {note}", file=sys.stderr)
+    for skip in result.skipped:
+        print(f"koku: error: {result.source}: line {skip.line}: not converted: {skip.reason}: {skip.text.strip()}",
+              file=sys.stderr)
+    if args["--json"]:
+        _print_json({"jobs": [job.table for job in result.jobs],
+                     "skipped": [{"line": s.line, "text": s.text, "reason": s.reason} for s in result.skipped],
+                     "notes": result.notes, "written": str(target) if target else None})
+    elif target is None:
+        sys.stdout.write(toml)
+    else:
+        print(f"{target}: added {len(result.jobs)} job{'s' if len(result.jobs) != 1 else ''} from {result.source}, "
+              "valid")
+    if result.skipped:
+        print(f"koku: {len(result.skipped)} line{'s' if len(result.skipped) != 1 else ''} of {result.source} "
+              "could not be converted (listed above)", file=sys.stderr)
+    return code
 
 
 # ----- daemon lifecycle ---------------------------------------------------------------------------
@@ -423,6 +454,7 @@ def cmd_history(args: dict[str, Any]) -> int:
 COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "init": cmd_init,
     "check": cmd_check,
+    "import": cmd_import,
     "daemon": cmd_daemon,
     "status": cmd_status,
     "run": cmd_run,
