@@ -2,7 +2,8 @@
 
 Every job key and every ``[defaults]`` / ``[daemon]`` key appears here, optional ones as commented-out
 lines holding their default or a typical value; uncommenting any of them keeps the file valid (a test
-uncomments them all).
+uncomments them all). The jobs work as written in a fresh home (they need only sh, tar and find): a new
+user's first ``ku run`` must not fail on a script that does not exist.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ EXAMPLE_CONFIG = """\
 [[job]]
 name = "backup"            # letters, digits, "_", "." and "-"; also names the job's log file
 cron = "0 2 * * *"         # minute hour day-of-month month day-of-week: every day at 02:00
-command = "bash backup.sh" # run by the [daemon] shell ("/bin/sh -c" by default)
-dir = "~/scripts"          # working directory; "~" is expanded, relative paths start at this file's dir
+# Run by the [daemon] shell ("/bin/sh -c" by default): archive the config files next to this one.
+command = "mkdir -p ~/backups && tar -czf ~/backups/koku-config-$(date +%F).tar.gz *.toml"
+dir = "."                  # working directory; "." is this file's directory, "~" is expanded
 on_error = "backoff"       # continue | backoff | stop (default: continue)
                            #   continue: ignore failures and keep the schedule
                            #   backoff:  after a failure wait exponentially longer between runs,
@@ -31,7 +33,7 @@ timeout = "30m"            # kill the job (its whole process group) after this l
 # tz = "Europe/Berlin"     # IANA time zone for the cron expression (default: this machine's zone)
 # jitter = "0s"            # wait a random delay in [0, jitter) before each scheduled run
 # catch_up = false         # run once at startup if a scheduled run was missed while koku was down
-# description = "Nightly backup of ~/data"
+# description = "Nightly backup of this config"
 # env = { BACKUP_TARGET = "/mnt/backup" }   # extra environment variables (strings)
 # notify = ["ops", "mail"] # notifiers (the [notify.NAME] tables below) told about this job
 # notify_on = ["failure", "recovery", "stopped"]  # the default; also "start", "success", "slow", "skipped"
@@ -42,8 +44,9 @@ timeout = "30m"            # kill the job (its whole process group) after this l
 
 [[job]]
 name = "cleanup"
-cron = "*/15 * * * *"      # every 15 minutes
-command = "python3 cleanup.py"
+cron = "30 3 * * *"        # every day at 03:30
+command = "mkdir -p ~/backups && find ~/backups -name 'koku-config-*.tar.gz' -mtime +30 -delete"
+description = "delete backups older than 30 days"
 
 # [defaults] sets any job key except "name" for every job; a job's own value wins and "env" tables
 # are merged (the job's value wins per variable).
