@@ -5,6 +5,8 @@ Only ``cli.main()`` prints these (as ``koku: error: ...``); everything else rais
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class KokuError(Exception):
     """Base of every expected failure. ``exit_code`` is what ``ku`` exits with."""
@@ -52,3 +54,46 @@ class BootstrapError(KokuError):
     """Native code for the daemon cannot be found, extracted or loaded."""
 
     exit_code = 1
+
+
+class ScheduleError(KokuError, ValueError):
+    """A cron expression or time zone is invalid; the message says which and why."""
+
+    exit_code = 2
+
+
+class AlreadyRunning(KokuError):
+    """Another daemon holds this state dir."""
+
+    exit_code = 1
+
+    def __init__(self, pid: int | None, path: Path):
+        self.pid = pid
+        super().__init__(f"a koku daemon is already running (pid {pid}) for {path}")
+
+
+class UnknownJob(KokuError):
+    """A request named a job the config does not have."""
+
+    exit_code = 1
+
+
+class RunRefused(KokuError):
+    """A manual run that policy forbids; the message is for the user."""
+
+    exit_code = 1
+
+
+class IllegalTransition(Exception):
+    """A bug, not an expected failure: code asked for a state move the table does not allow."""
+
+
+class BadValue(Exception):
+    """Inside config validation only: problems with one key, as message tails (``key "x" must be ...``).
+
+    The checker turns these into ConfigError messages with file and job; one never escapes it.
+    """
+
+    def __init__(self, *tails: str):
+        super().__init__(*tails)
+        self.tails = tails

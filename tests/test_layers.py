@@ -37,7 +37,7 @@ RULES: dict[str, tuple[set[str], set[str]]] = {
 }
 # The one edge that runs the other way on purpose: `ku daemon run` imports the daemon lazily, inside
 # the function, so every other client command stays free of gevent.
-ALLOWED_LAZY = {("koku.client.cli", "koku.daemon.lifecycle")}
+ALLOWED_LAZY = {("koku.client.daemonctl", "koku.daemon.lifecycle")}
 
 
 def side_of(module: str) -> str:
@@ -151,3 +151,23 @@ def test_the_checks_fail_when_a_core_module_imports_the_daemon(tmp_path: Path) -
     model = broken / "koku" / "core" / "model.py"
     model.write_text(model.read_text() + "\nfrom koku.daemon.process import ProcessRun  # noqa\n")
     assert any("koku.core.model imports koku.daemon.process.ProcessRun" in p for p in wrong_edges(broken))
+
+
+def test_every_exception_lives_in_errors_py() -> None:
+    """One exception family: a class deriving from an exception anywhere else is a layering fault."""
+    import builtins
+
+    exception_names = {n for n in dir(builtins) if isinstance(getattr(builtins, n), type)
+                       and issubclass(getattr(builtins, n), BaseException)}
+    tree = ast.parse((ROOT / "koku" / "errors.py").read_text())
+    exception_names |= {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    found = []
+    for path in sorted((ROOT / "koku").rglob("*.py")):
+        if path.name == "errors.py" and path.parent.name == "koku":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
+                if bases & exception_names:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: class {node.name}")
+    assert found == []

@@ -16,7 +16,8 @@ from koku.core.clock import FakeClock
 from koku.core.config import parse_config
 from koku.core.model import JobMemory, JobState, RunRecord
 from koku.core.model import Outcome, RunResult
-from koku.core.runner import Context, JobRunner, RunRefused
+from koku.core.runner import Context, JobRunner
+from koku.errors import RunRefused
 from koku.core.scheduler import MAX_SLEEP, Scheduler
 
 UTC = timezone.utc
@@ -231,7 +232,8 @@ def test_reboot_runs_at_start_and_not_on_reload():
 
 
 def test_illegal_state_moves_are_refused():
-    from koku.core.model import IllegalTransition, check_move
+    from koku.core.model import check_move
+    from koku.errors import IllegalTransition
 
     check_move(JobState.IDLE, JobState.RUNNING)
     with pytest.raises(IllegalTransition):

@@ -12,6 +12,8 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Callable
 
+from koku.errors import IllegalTransition
+
 
 class JobState(str, Enum):
     IDLE = "idle"  # waiting for the next scheduled run
@@ -33,10 +35,6 @@ ALLOWED: dict[JobState, frozenset[JobState]] = {
     S.FAILING: frozenset({S.RUNNING, S.PAUSED, S.IDLE}),
     S.STOPPED: frozenset({S.RUNNING, S.PAUSED, S.IDLE}),
 }
-
-
-class IllegalTransition(Exception):
-    """A bug: code asked for a move the table does not allow."""
 
 
 def check_move(old: JobState, new: JobState) -> None:

@@ -22,6 +22,7 @@ from koku.core.config import DaemonConfig, JobConfig, OnError
 from koku.core.model import JobMemory, JobState, RunRecord, Trigger, check_move
 from koku.core.model import Outcome, RunResult
 from koku.core.scheduler import Scheduler, Timer
+from koku.errors import RunRefused
 
 SKIP_WARN_EVERY = 600.0  # seconds between "still running, run skipped" warnings for one job
 EXACT_SKIP_LIMIT = 1000  # backoff: beyond this many skipped runs, estimate instead of iterating
@@ -370,5 +371,3 @@ class JobRunner:
         self.next_scheduled = None
 
 
-class RunRefused(Exception):
-    """A manual run that policy forbids; the message is for the user."""

@@ -46,17 +46,11 @@ from datetime import date, datetime, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
 from koku.core.cronexpr import SEARCH_YEARS, Matcher, matcher_for, split_fields
-from koku.errors import KokuError
+from koku.errors import ScheduleError
 
 __all__ = ["ScheduleError", "Schedule", "parse_schedule", "resolve_zone", "zone_name"]
 
 _UTC = timezone.utc
-
-
-class ScheduleError(KokuError, ValueError):
-    """A cron expression or time zone is invalid; the message says which and why."""
-
-    exit_code = 2
 
 
 # --------------------------------------------------------------------------- zones

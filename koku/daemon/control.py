@@ -17,16 +17,13 @@ from koku import __version__
 from koku.core import protocol
 from koku.core.joblog import read_tail
 from koku.core.model import RunRecord
-from koku.core.runner import JobRunner, RunRefused, iso
+from koku.core.runner import JobRunner, iso
+from koku.errors import RunRefused, UnknownJob
 
 if TYPE_CHECKING:
     from koku.daemon.lifecycle import Daemon
 
 LOG_CHUNK = 1024 * 1024  # most bytes of a job log sent in one Log answer
-
-
-class UnknownJob(Exception):
-    pass
 
 
 class Control:

@@ -31,7 +31,7 @@ from koku.core import logfmt
 from koku.core.clock import Clock, RealClock
 from koku.core.config import Config, load_config
 from koku.daemon import reload
-from koku.errors import ConfigError, KokuError
+from koku.errors import AlreadyRunning, ConfigError, KokuError
 from koku.daemon.executor import ProcessExecutor
 from koku.daemon.control import Control
 from koku.core.model import JobMemory, RunRecord
@@ -45,14 +45,6 @@ from koku.core.state import StateStore
 
 SAVE_RETRY = 5.0  # seconds between attempts to write state after a failure (full disk)
 SAVER_JOIN = 30.0  # seconds shutdown waits for a state write in progress (a slow disk's fsync)
-
-
-class AlreadyRunning(KokuError):
-    exit_code = 1
-
-    def __init__(self, pid: int | None, path: Path):
-        self.pid = pid
-        super().__init__(f"a koku daemon is already running (pid {pid}) for {path}")
 
 
 class PidLock:

@@ -19,14 +19,10 @@ from koku.core import notifyconf
 from koku.core.config.model import NAME_MAX, FrozenEnv, OnError
 from koku.core.durations import parse_duration
 from koku.core.schedule import ScheduleError, resolve_zone
+from koku.errors import BadValue
 
 
-class _Bad(Exception):
-    """Problems with one key, as message tails (``key "x" must be ...``)."""
-
-    def __init__(self, *tails: str):
-        super().__init__(*tails)
-        self.tails = tails
+_Bad = BadValue  # short name: raised by every converter below
 
 
 def _show(value: object) -> str:

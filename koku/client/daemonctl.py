@@ -1,0 +1,150 @@
+"""``ku daemon start|stop|status|run``: the daemon's lifecycle seen from the client.
+
+``run`` is the one place the client side reaches gevent: it imports the daemon lazily, inside the
+function, so that every other command starts without it (tests/test_layers.py allows exactly this edge).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from koku.client.common import EXIT_OK, client, load_config_from, print_json
+from koku.core.paths import StatePaths, config_path, state_paths
+from koku.errors import DaemonError, KokuError, NotRunningError, UsageError
+
+
+def _daemon_run(args: dict[str, Any]) -> int:
+    fmt = args["--log-format"]
+    if fmt not in ("logfmt", "json"):
+        raise UsageError(f"--log-format must be logfmt or json, got {fmt!r}")
+    from koku.zipapp import bootstrap
+
+    bootstrap.prepare_daemon()
+    _forget_working_directory()
+    from koku.core import logfmt
+    from koku.daemon.lifecycle import Daemon  # the one place the CLI reaches gevent
+
+    logfmt.setup(fmt)
+    # Absolute before leaving the cwd: reload must read the same file, the state dir must not move.
+    config = config_path(args["--config"]).absolute()
+    paths = StatePaths(state_paths().root.absolute())
+    os.chdir("/")
+    return Daemon(config, paths).run()
+
+
+def _forget_working_directory() -> None:
+    """Drop the caller's working directory from ``sys.path`` (``python -m koku daemon run`` puts it
+    there): a ``ctypes.py`` in it would otherwise run when the daemon first imports ctypes."""
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cwd = os.getcwd()
+    sys.path[:] = [p for p in sys.path if p == here or (p and os.path.abspath(p) != cwd)]
+
+
+def _daemon_info(timeout: float = 2.0) -> dict[str, Any] | None:
+    try:
+        with client(timeout) as c:
+            return c.expect("DaemonStatus", "DaemonStatus")
+    except (NotRunningError, DaemonError):
+        return None
+
+
+def _daemon_start(args: dict[str, Any]) -> int:
+    import subprocess
+    import time
+
+    from koku.zipapp import bootstrap
+
+    path = config_path(args["--config"])
+    cfg = load_config_from(args)  # refuse a broken config here, where the user sees the errors
+    info = _daemon_info()
+    if info:
+        print(f"koku daemon already running (pid {info['pid']})")
+        return EXIT_OK
+    paths = state_paths()
+    paths.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(paths.root, 0o700)
+    argv = bootstrap.program_argv() + ["daemon", "run", "--config", str(path.resolve()),
+                                       "--log-format", args["--log-format"] or "logfmt"]
+    with open(paths.daemon_log, "ab") as log, open(os.devnull, "rb") as devnull:
+        child = subprocess.Popen(argv, stdin=devnull, stdout=log, stderr=log, start_new_session=True,
+                                 close_fds=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        code = child.poll()
+        if code is not None:
+            info = _daemon_info()
+            if info:  # lost a race with another start: that one is running
+                print(f"koku daemon already running (pid {info['pid']})")
+                return EXIT_OK
+            from koku.core.joblog import read_tail
+
+            tail = "\n".join("  " + line for line in read_tail(paths.daemon_log, 10))
+            raise KokuError(f"the daemon exited with status {code} during start-up; {paths.daemon_log} ends with:\n{tail}")
+        info = _daemon_info()
+        if info and info.get("pid") == child.pid:
+            if args["--json"]:
+                print_json(info)
+            else:
+                print(f"koku daemon started (pid {child.pid}, {len(cfg.jobs)} jobs); log: {paths.daemon_log}")
+            return EXIT_OK
+        time.sleep(0.05)
+    raise KokuError(f"the daemon (pid {child.pid}) did not answer on {paths.socket} within 30s; see {paths.daemon_log}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (our own child that nobody reaped) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _daemon_stop(args: dict[str, Any]) -> int:
+    import time
+
+    with client() as c:
+        info = c.expect("DaemonStatus", "DaemonStatus")
+        c.expect("Shutdown", "Ok")
+    pid = int(info["pid"])
+    deadline = time.monotonic() + 300
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _pid_alive(pid):
+        raise KokuError(f"the daemon (pid {pid}) is still running after 300s")
+    if args["--json"]:
+        print_json({"stopped": pid})
+    else:
+        print(f"koku daemon stopped (pid {pid})")
+    return EXIT_OK
+
+
+def _daemon_status(args: dict[str, Any]) -> int:
+    from koku.client import table  # prettytable: only for commands that print a table, never in the daemon
+
+    with client() as c:
+        info = c.expect("DaemonStatus", "DaemonStatus")
+    if args["--json"]:
+        print_json(info)
+    else:
+        print(table.daemon_status(info))
+    return EXIT_OK
+
+
+def cmd_daemon(args: dict[str, Any]) -> int:
+    if args["run"]:
+        return _daemon_run(args)
+    if args["start"]:
+        return _daemon_start(args)
+    if args["stop"]:
+        return _daemon_stop(args)
+    return _daemon_status(args)
+

@@ -1,0 +1,142 @@
+"""Commands that talk to a running daemon over the socket: status, run, pause, resume, reload, log, history."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from koku.client.common import EXIT_ERROR, EXIT_OK, client, int_option, print_json
+from koku.core.durations import parse_duration
+from koku.errors import ConfigError, DaemonError, UsageError
+
+
+def cmd_status(args: dict[str, Any]) -> int:
+    from koku.client import table  # prettytable: only for commands that print a table, never in the daemon
+
+    with client() as c:
+        jobs = c.expect("Status", "Status")
+    name = args["<name>"]
+    if name:
+        match = [j for j in jobs if j["name"] == name]
+        if not match:
+            raise DaemonError(f"unknown job \"{name}\"")
+        if args["--json"]:
+            print_json(match[0])
+        else:
+            print(table.job_details(match[0]))
+        return EXIT_OK
+    if args["--json"]:
+        print_json(jobs)
+    elif jobs:
+        print(table.status_table(jobs, color=table.use_color(sys.stdout)))
+    else:
+        print("no jobs configured")
+    return EXIT_OK
+
+
+def _exit_code_of(record: dict[str, Any]) -> int:
+    if record.get("exit_code") is not None:
+        return int(record["exit_code"])
+    if record.get("signal"):
+        return 128 + int(record["signal"])
+    return EXIT_ERROR
+
+
+def cmd_run(args: dict[str, Any]) -> int:
+    name = args["<name>"]
+    if not args["--wait"]:
+        with client() as c:
+            message = c.expect({"Run": name}, "Ok")
+        print_json({"message": message}) if args["--json"] else print(message)
+        return EXIT_OK
+    with client() as c:
+        started = c.expect({"Trigger": name}, "Started")
+        record = c.expect({"Wait": {"name": name, "run": started["run"]}}, "Finished", timeout=None)
+    if args["--json"]:
+        print_json(record)
+    else:
+        for line in record.get("tail") or []:
+            print(line)
+        print(f"{name} run {record['run']}: {record.get('description')}", file=sys.stderr)
+    return _exit_code_of(record)
+
+
+def cmd_pause(args: dict[str, Any]) -> int:
+    name = args["<name>"]
+    seconds = None
+    if args["--hours"] is not None:
+        try:
+            seconds = float(args["--hours"]) * 3600
+        except ValueError:
+            raise UsageError(f"--hours expects a number, got {args['--hours']!r}") from None
+    elif args["--for"] is not None:
+        try:
+            seconds = parse_duration(args["--for"])
+        except ValueError as exc:
+            raise UsageError(f"--for: {exc}") from None
+    if seconds is not None and seconds <= 0:
+        raise UsageError("a timed pause must be longer than zero")
+    request = {"Pause": name} if seconds is None else {"PauseFor": {"name": name, "seconds": seconds}}
+    return _simple(args, request)
+
+
+def _simple(args: dict[str, Any], request: Any) -> int:
+    with client() as c:
+        message = c.expect(request, "Ok")
+    print_json({"message": message}) if args["--json"] else print(message)
+    return EXIT_OK
+
+
+def cmd_resume(args: dict[str, Any]) -> int:
+    return _simple(args, {"Resume": args["<name>"]})
+
+
+def cmd_reload(args: dict[str, Any]) -> int:
+    with client(timeout=60) as c:
+        tag, body = c.call("Reload")
+    if tag == "Ok":
+        print_json({"message": body}) if args["--json"] else print(body)
+        return EXIT_OK
+    if tag == "Error":
+        raise ConfigError(str(body).splitlines())
+    raise DaemonError(f"unexpected answer {tag}")
+
+
+def cmd_log(args: dict[str, Any]) -> int:
+    import time
+
+    name = args["<name>"]
+    n = int_option(args, "-n")
+    with client() as c:
+        body = c.expect({"Log": {"name": name, "lines": n}}, "Log")
+        for line in body["lines"]:
+            print(line)
+        if not args["-f"]:
+            return EXIT_OK
+        offset = body["offset"]
+        try:
+            while True:
+                sys.stdout.flush()
+                time.sleep(0.5)
+                body = c.expect({"Log": {"name": name, "lines": 0, "offset": offset}}, "Log")
+                for line in body["lines"]:
+                    print(line)
+                offset = body["offset"]
+        except KeyboardInterrupt:
+            return EXIT_OK
+
+
+def cmd_history(args: dict[str, Any]) -> int:
+    from koku.client import table  # prettytable: only for commands that print a table, never in the daemon
+
+    n = int_option(args, "-n", 1)
+    with client() as c:
+        records = c.expect({"History": {"name": args["<name>"], "limit": n}}, "History")
+    if args["--json"]:
+        print_json(records)
+    elif records:
+        print(table.history_table(records))
+    else:
+        print(f"{args['<name>']} has not run yet")
+    return EXIT_OK
+
