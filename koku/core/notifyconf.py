@@ -17,16 +17,9 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from koku.core.durations import parse_duration
+from koku.errors import BadValue as Bad
 
 NOTIFIER_TIMEOUT = 10.0  # seconds one delivery attempt may take, unless "timeout" says otherwise
-
-
-class Bad(Exception):
-    """Problems with one key, as message tails."""
-
-    def __init__(self, *tails: str):
-        super().__init__(*tails)
-        self.tails = tails
 
 
 class EventKind(str, Enum):

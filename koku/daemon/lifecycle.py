@@ -31,7 +31,7 @@ from koku.core import logfmt
 from koku.core.clock import Clock, RealClock
 from koku.core.config import Config, load_config
 from koku.daemon import reload
-from koku.errors import AlreadyRunning, ConfigError, KokuError
+from koku.errors import AlreadyRunning, ConfigError
 from koku.daemon.executor import ProcessExecutor
 from koku.daemon.control import Control
 from koku.core.model import JobMemory, RunRecord
