@@ -34,6 +34,7 @@ from koku.daemon import reload
 from koku.errors import AlreadyRunning, ConfigError
 from koku.daemon.executor import ProcessExecutor
 from koku.daemon.control import Control
+from koku.daemon.runs import RunWaiters
 from koku.core.model import JobMemory, RunRecord
 from koku.core.paths import StatePaths
 from koku.core.model import Outcome
@@ -120,9 +121,9 @@ class Daemon:
         self._reload_lock = gevent.lock.BoundedSemaphore()
         self._stop_now = False
         self._greenlets: dict[str, gevent.Greenlet] = {}
-        self.waiters: dict[tuple[str, int], gevent.event.AsyncResult] = {}
+        self.waiters = RunWaiters()
         self._lock = PidLock(paths.pid_file)
-        self.control = Control(self)
+        self.control = Control(self, self.waiters)
         self.server: ControlServer | None = None  # made in _run_locked, once socket_group is known
         self.executor: ProcessExecutor | None = None
 
@@ -305,9 +306,7 @@ class Daemon:
             runner.reschedule()
 
     def _run_ended(self, runner: JobRunner, record: RunRecord) -> None:
-        waiter = self.waiters.pop((runner.cfg.name, record.run), None)
-        if waiter is not None:
-            waiter.set(record)
+        self.waiters.finished(runner.cfg.name, record)
         if runner.retired and not runner.active:
             self.retired.pop(runner.cfg.name, None)
 
