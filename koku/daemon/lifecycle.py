@@ -163,7 +163,7 @@ class Daemon:
         # One context shared by every runner (10,000 jobs must not mean 10,000 copies).
         self.context = Context(clock=self.clock, scheduler=self.scheduler, daemon=self.config.daemon,
                                executor=self.executor, changed=self._job_changed, rng=random.Random(),
-                               run_ended=self._run_ended)
+                               run_ended=self._run_ended, config_file=str(self.config_path))
         group = self.config.daemon.socket_group if os.geteuid() == 0 else None
         self.server = ControlServer(self.paths.socket, self.control.handle, group)
         self.server.start()
