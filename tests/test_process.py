@@ -17,12 +17,12 @@ from typing import Callable, Iterator
 import gevent
 import pytest
 
-from koku.core.clock import RealClock
+from koku.daemon.clock import GeventClock
 from koku.core.joblog import JobLog
 from koku.core.model import Outcome, RunResult
 from koku.daemon.process import ProcessRun, describe_exit, group_alive, kill_group
 
-CLOCK = RealClock(gevent.sleep)
+CLOCK = GeventClock()
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C"}
 
 
@@ -144,7 +144,7 @@ def run_to_end(make: Make, command: str, **kw: object) -> RunResult:
         ((-15,), {"timed_out": 5.0}, "timed out after 5s; terminated by SIGTERM"),
         ((-9,), {"timed_out": 5, "killed_after_grace": 10}, "timed out after 5s; killed by SIGKILL after 10s grace"),
         ((143,), {"timed_out": 0.5}, "timed out after 0.5s; exit status 143"),
-        ((-9,), {"timed_out": 1800, "killed_after_grace": 10}, "timed out after 30m; killed by SIGKILL after 10s grace"),
+        ((-9,), {"timed_out": 1800, "killed_after_grace": 10}, "timed out after 30m00s; killed by SIGKILL after 10s grace"),
         ((-15,), {"cancelled": True}, "terminated by SIGTERM (daemon shutdown)"),
         ((-9,), {"killed_after_grace": 3, "cancelled": True}, "killed by SIGKILL after 3s grace (daemon shutdown)"),
         ((None,), {"not_started": "dir /nope does not exist"}, "could not start: dir /nope does not exist"),
@@ -517,13 +517,13 @@ def test_spawn_uses_the_stdlib_c_path_and_leaves_nothing_for_it_to_reap(tmp_path
     code = f"""
 import subprocess, sys, gevent
 from pathlib import Path
-from koku.core.clock import RealClock
+from koku.daemon.clock import GeventClock
 from koku.core.joblog import JobLog
 from koku.daemon.process import ProcessRun
 log = JobLog(Path({str(tmp_path)!r}) / "c.log", max_bytes=1_000_000, keep=1)
 for i in range(20):
     run = ProcessRun("exit 3", shell="/bin/sh", cwd=None, env={{"PATH": "/usr/bin:/bin"}}, log=log,
-                     timeout=5.0, kill_grace=0.5, clock=RealClock(gevent.sleep))
+                     timeout=5.0, kill_grace=0.5, clock=GeventClock())
     run.start()
     assert run.wait().exit_code == 3
     del run

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from koku.client.common import EXIT_OK, client, load_config_from, print_json
@@ -51,25 +50,11 @@ def _daemon_info(timeout: float = 2.0) -> dict[str, Any] | None:
         return None
 
 
-def same_config(info: dict[str, Any], path: Path) -> bool:
-    """Whether the daemon that answered ``DaemonStatus`` with ``info`` runs the config file ``path``."""
-    theirs = info.get("config")
-    return not theirs or os.path.realpath(theirs) == os.path.realpath(path)
-
-
-def _already_running(info: dict[str, Any], path: Path) -> int:
-    if not same_config(info, path):
-        # One daemon per state dir: a second config there would share its socket, state and logs.
-        raise KokuError(
-            f"a koku daemon (pid {info['pid']}) is already running with config {info['config']}, not {path}; "
-            f"stop it first (ku daemon stop), or give the second daemon its own state dir (KOKU_STATE_DIR)")
-    print(f"koku daemon already running (pid {info['pid']})")
-    return EXIT_OK
-
-
 def _daemon_start(args: dict[str, Any]) -> int:
     import subprocess
-    import time
+    from koku.core.clock import RealClock
+
+    clock = RealClock()  # the one way koku reads the time (tests/test_clock_use.py)
 
     from koku.zipapp import bootstrap
 
@@ -77,7 +62,8 @@ def _daemon_start(args: dict[str, Any]) -> int:
     cfg = load_config_from(args)  # refuse a broken config here, where the user sees the errors
     info = _daemon_info()
     if info:
-        return _already_running(info, path)
+        print(f"koku daemon already running (pid {info['pid']})")
+        return EXIT_OK
     paths = state_paths()
     paths.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(paths.root, 0o700)
@@ -86,13 +72,14 @@ def _daemon_start(args: dict[str, Any]) -> int:
     with open(paths.daemon_log, "ab") as log, open(os.devnull, "rb") as devnull:
         child = subprocess.Popen(argv, stdin=devnull, stdout=log, stderr=log, start_new_session=True,
                                  close_fds=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    deadline = clock.monotonic() + 30
+    while clock.monotonic() < deadline:
         code = child.poll()
         if code is not None:
             info = _daemon_info()
             if info:  # lost a race with another start: that one is running
-                return _already_running(info, path)
+                print(f"koku daemon already running (pid {info['pid']})")
+                return EXIT_OK
             from koku.core.joblog import read_tail
 
             tail = "\n".join("  " + line for line in read_tail(paths.daemon_log, 10))
@@ -104,7 +91,7 @@ def _daemon_start(args: dict[str, Any]) -> int:
             else:
                 print(f"koku daemon started (pid {child.pid}, {len(cfg.jobs)} jobs); log: {paths.daemon_log}")
             return EXIT_OK
-        time.sleep(0.05)
+        clock.sleep(0.05)
     raise KokuError(f"the daemon (pid {child.pid}) did not answer on {paths.socket} within 30s; see {paths.daemon_log}")
 
 
@@ -124,15 +111,17 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _daemon_stop(args: dict[str, Any]) -> int:
-    import time
+    from koku.core.clock import RealClock
+
+    clock = RealClock()  # the one way koku reads the time (tests/test_clock_use.py)
 
     with client() as c:
         info = c.expect("DaemonStatus", "DaemonStatus")
         c.expect("Shutdown", "Ok")
     pid = int(info["pid"])
-    deadline = time.monotonic() + 300
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    deadline = clock.monotonic() + 300
+    while _pid_alive(pid) and clock.monotonic() < deadline:
+        clock.sleep(0.05)
     if _pid_alive(pid):
         raise KokuError(f"the daemon (pid {pid}) is still running after 300s")
     if args["--json"]:

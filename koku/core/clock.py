@@ -1,15 +1,18 @@
 """Time through one injectable object.
 
 Wall time (aware UTC datetimes) is for schedules; monotonic seconds are for timeouts, grace periods and
-backoff. Nothing else in koku calls ``time.time()``, ``datetime.now()`` or ``sleep``: the daemon gets a
-``RealClock`` (with gevent's sleep), tests get a ``FakeClock`` they move by hand.
+backoff. Nothing else in koku reads the time or waits with a timeout (``time.time()``, ``datetime.now()``,
+``sleep``, ``Event.wait(timeout)``, ``join(timeout)``; tests/test_clock_use.py checks the source): every
+one goes through a ``Clock``. This module defines the protocol and the gevent-free clocks: ``RealClock``
+for the client, ``FakeClock`` for the policy tests. The daemon's clocks, which wait on gevent events,
+live in ``koku.daemon.clock`` (``GeventClock``; ``SteppedClock``, a fake that drives the whole daemon).
 """
 
 from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 
 def shifted(instant: datetime, seconds: float) -> datetime:
@@ -35,6 +38,16 @@ class Clock(Protocol):
     def sleep(self, seconds: float) -> None:
         """Block (cooperatively, in the daemon) for ``seconds``."""
 
+    def wait(self, waitable: Any, timeout: float | None) -> bool:
+        """Block until ``waitable`` (an event, or in the daemon a greenlet or AsyncResult) is ready, or
+        ``timeout`` seconds pass on this clock (``None``: no limit). True if it is ready."""
+
+
+def ready(waitable: Any) -> bool:
+    """Whether an event (threading or gevent), greenlet or AsyncResult is set / finished."""
+    check = getattr(waitable, "ready", None) or waitable.is_set
+    return bool(check())
+
 
 class RealClock:
     def __init__(self, sleep: Callable[[float], None] = time.sleep):
@@ -49,12 +62,23 @@ class RealClock:
     def sleep(self, seconds: float) -> None:
         self._sleep(max(0.0, seconds))
 
+    def wait(self, waitable: Any, timeout: float | None) -> bool:
+        """Events (threading or gevent) and greenlets; cooperative when they are gevent's."""
+        limit = None if timeout is None else max(0.0, timeout)
+        wait = getattr(waitable, "wait", None)
+        if wait is None:
+            waitable.join(limit)  # a greenlet
+        else:
+            wait(limit)
+        return ready(waitable)
+
 
 class FakeClock:
     """A clock that moves only when told to.
 
     ``advance`` moves wall and monotonic time together; ``jump`` moves only the wall clock, as an NTP
-    step or a manual ``date`` change does. ``sleep`` advances both, so code that sleeps runs instantly.
+    step or a manual ``date`` change does. ``sleep`` advances both, so code that sleeps runs instantly;
+    ``wait`` on something not ready does the same for the whole timeout (nothing else can run meanwhile).
     """
 
     def __init__(self, start: datetime, monotonic: float = 1000.0):
@@ -73,6 +97,12 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.advance(max(0.0, seconds))
+
+    def wait(self, waitable: Any, timeout: float | None) -> bool:
+        if ready(waitable) or timeout is None:
+            return ready(waitable)
+        self.sleep(timeout)
+        return ready(waitable)
 
     def advance(self, seconds: float) -> None:
         self._now += timedelta(seconds=seconds)

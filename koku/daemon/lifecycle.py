@@ -28,13 +28,13 @@ import gevent.lock
 from koku import __version__
 
 from koku.core import logfmt
-from koku.core.clock import Clock, RealClock
+from koku.core.clock import Clock
 from koku.core.config import Config, load_config
 from koku.daemon import reload
 from koku.errors import AlreadyRunning, ConfigError
+from koku.daemon.clock import GeventClock
 from koku.daemon.executor import ProcessExecutor
 from koku.daemon.control import Control
-from koku.daemon.runs import RunWaiters
 from koku.core.model import JobMemory, RunRecord
 from koku.core.paths import StatePaths
 from koku.core.model import Outcome
@@ -44,6 +44,7 @@ from koku.core.scheduler import Scheduler
 from koku.daemon.server import ControlServer
 from koku.core.state import StateStore
 
+LOOPS = ("scheduler", "saver")  # the greenlets restarted when they die
 SAVE_RETRY = 5.0  # seconds between attempts to write state after a failure (full disk)
 SAVER_JOIN = 30.0  # seconds shutdown waits for a state write in progress (a slow disk's fsync)
 
@@ -101,7 +102,7 @@ class Daemon:
     def __init__(self, config_path: Path, paths: StatePaths, clock: Clock | None = None):
         self.config_path = config_path
         self.paths = paths
-        self.clock = clock or RealClock(gevent.sleep)
+        self.clock = clock or GeventClock()
         self.config: Config | None = None
         self.runners: dict[str, JobRunner] = {}
         self.retired: dict[str, JobRunner] = {}
@@ -121,9 +122,9 @@ class Daemon:
         self._reload_lock = gevent.lock.BoundedSemaphore()
         self._stop_now = False
         self._greenlets: dict[str, gevent.Greenlet] = {}
-        self.waiters = RunWaiters()
+        self.waiters: dict[tuple[str, int], gevent.event.AsyncResult] = {}
         self._lock = PidLock(paths.pid_file)
-        self.control = Control(self, self.waiters)
+        self.control = Control(self)
         self.server: ControlServer | None = None  # made in _run_locked, once socket_group is known
         self.executor: ProcessExecutor | None = None
 
@@ -163,9 +164,9 @@ class Daemon:
         # One context shared by every runner (10,000 jobs must not mean 10,000 copies).
         self.context = Context(clock=self.clock, scheduler=self.scheduler, daemon=self.config.daemon,
                                executor=self.executor, changed=self._job_changed, rng=random.Random(),
-                               run_ended=self._run_ended, config_file=str(self.config_path))
+                               run_ended=self._run_ended)
         group = self.config.daemon.socket_group if os.geteuid() == 0 else None
-        self.server = ControlServer(self.paths.socket, self.control.handle, group)
+        self.server = ControlServer(self.paths.socket, self.control.handle, group, self.clock)
         self.server.start()
         for job in self.config.jobs:
             self._add_runner(job, startup=True)
@@ -174,7 +175,7 @@ class Daemon:
         self._install_signals()
         logfmt.info("daemon started", pid=os.getpid(), version=__version__, config=str(self.config_path),
                     jobs=len(self.runners), socket=str(self.paths.socket))
-        gevent.spawn_later(1.0, release_free_memory)
+        self._spawn_after("trim", 1.0, release_free_memory)
         self._dirty.set()
         try:
             self._main_loop()
@@ -201,18 +202,29 @@ class Daemon:
     def _add_runner(self, job: Any, startup: bool) -> None:
         self.install_runner(JobRunner(job, self.memory.get(job.name) or JobMemory(), self.context), startup)
 
-    def _spawn(self, name: str, func: Any) -> None:
-        g = gevent.Greenlet(func)
+    def _spawn(self, name: str, func: Any, *args: Any) -> None:
+        g = gevent.Greenlet(func, *args)
         g.name = name
         g.link_exception(self._greenlet_died)
         self._greenlets[name] = g
         g.start()
 
+    def _spawn_after(self, name: str, seconds: float, func: Any, *args: Any) -> None:
+        """gevent.spawn_later on the daemon's clock, so that a fake clock drives it too."""
+        def later() -> None:
+            self.clock.sleep(seconds)
+            func(*args)
+
+        self._spawn(name, later)
+
     def _greenlet_died(self, g: gevent.Greenlet) -> None:
+        if g.name not in LOOPS:
+            logfmt.error("greenlet died", greenlet=g.name, reason=repr(g.exception))
+            return
         # Restarted a second later, so that a greenlet that dies at once cannot spin.
         logfmt.error("greenlet died; restarting it in 1s", greenlet=g.name, reason=repr(g.exception))
         if not self._stop.is_set():
-            gevent.spawn_later(1.0, self._restart, g.name)
+            self._spawn_after(f"restart-{g.name}", 1.0, self._restart, g.name)
 
     def _restart(self, name: str) -> None:
         if not self._stop.is_set():
@@ -254,7 +266,7 @@ class Daemon:
         while not self._stop.is_set():
             delay = self.scheduler.tick()
             self._wake_scheduler.clear()
-            self._wake_scheduler.wait(timeout=delay)
+            self.clock.wait(self._wake_scheduler, delay)
 
     def _saver_loop(self) -> None:
         failing = False
@@ -273,7 +285,7 @@ class Daemon:
                     logfmt.error("cannot write state; will retry", path=str(self.paths.state_file),
                                  reason=exc.strerror or str(exc))
                 failing = True
-                self._saver_retry.wait(SAVE_RETRY)  # set by shutdown, which must not wait this out
+                self.clock.wait(self._saver_retry, SAVE_RETRY)  # set by shutdown, which must not wait this out
                 self._dirty.set()
 
     def _job_changed(self, name: str) -> None:
@@ -306,7 +318,9 @@ class Daemon:
             runner.reschedule()
 
     def _run_ended(self, runner: JobRunner, record: RunRecord) -> None:
-        self.waiters.finished(runner.cfg.name, record)
+        waiter = self.waiters.pop((runner.cfg.name, record.run), None)
+        if waiter is not None:
+            waiter.set(record)
         if runner.retired and not runner.active:
             self.retired.pop(runner.cfg.name, None)
 
@@ -366,11 +380,13 @@ class Daemon:
             deadline = self.clock.monotonic() + grace
             while self.executor.running() and not self._stop_now and self.clock.monotonic() < deadline:
                 self._wake_main.clear()
-                self._wake_main.wait(timeout=min(0.2, max(0.0, deadline - self.clock.monotonic())))
+                self.clock.wait(self._wake_main, min(0.2, max(0.0, deadline - self.clock.monotonic())))
         for runner in self.all_runners():
             for run in list(runner.active):
                 self.executor.cancel(runner, run, 0 if self._stop_now else self.config.daemon.kill_grace)
-        gevent.joinall(self.executor.running(), timeout=self.config.daemon.kill_grace + 5)
+        deadline = self.clock.monotonic() + self.config.daemon.kill_grace + 5
+        for run in self.executor.running():
+            self.clock.wait(run, max(0.0, deadline - self.clock.monotonic()))
         saver = self._greenlets.pop("saver", None)
         if saver is not None:
             # Joined, not killed: a killed saver leaves its threadpool write running, and that write
@@ -379,7 +395,7 @@ class Daemon:
             self._saver_exit = True
             self._saver_retry.set()
             self._dirty.set()
-            saver.join(timeout=SAVER_JOIN)
+            self.clock.wait(saver, SAVER_JOIN)
             if not saver.dead:
                 logfmt.warning("state saver still writing at shutdown; final save goes ahead")
                 saver.kill(block=False)

@@ -27,7 +27,7 @@ import gevent.os
 
 from koku.core.clock import Clock
 from koku.core.config import dir_problem
-from koku.core.durations import spoken_duration
+from koku.core.durations import format_duration
 from koku.core.joblog import JobLog, LineTail
 from koku.core.model import Outcome, RunResult
 
@@ -38,6 +38,12 @@ _CHUNK = 64 * 1024
 # scans /proc, so back off from quick to slow.
 _GROUP_POLL_MIN = 0.02
 _GROUP_POLL_MAX = 0.5
+
+
+def _secs(seconds: float) -> str:
+    if seconds < 60:
+        return f"{round(seconds, 2):g}s"
+    return format_duration(seconds)
 
 
 def _signal_name(signum: int) -> str:
@@ -72,9 +78,9 @@ def describe_exit(
         verb = "killed by" if sig == signal.SIGKILL else "terminated by"
         text = f"{verb} {_signal_name(sig)}"
         if killed_after_grace is not None and sig == signal.SIGKILL:
-            text += f" after {spoken_duration(killed_after_grace)} grace"
+            text += f" after {_secs(killed_after_grace)} grace"
     if timed_out is not None:
-        text = f"timed out after {spoken_duration(timed_out)}; {text}"
+        text = f"timed out after {_secs(timed_out)}; {text}"
     if cancelled:
         text += " (daemon shutdown)"
     return text
@@ -337,10 +343,11 @@ class ProcessRun:
             if self._term_at is not None and not self._killed:
                 self._wait_group_or_kill()
             # A backgrounded grandchild may hold the pipe open forever: drain for a bounded time only.
-            pump.join(timeout=self.drain)
+            self.clock.wait(pump, self.drain)
         finally:
             if not pump.dead:
-                pump.kill(block=True, timeout=1.0)
+                pump.kill(block=False)
+                self.clock.wait(pump, 1.0)
             os.close(read_fd)
         self._result = self._make_result(self._returncode, ended)
 
@@ -365,7 +372,7 @@ class ProcessRun:
             self._wake.clear()
             if self._returncode is not None:
                 break
-            self._wake.wait(None if deadline is None else max(0.0, deadline - now))
+            self.clock.wait(self._wake, None if deadline is None else max(0.0, deadline - now))
 
     def _wait_group_or_kill(self) -> None:
         # The leader is gone but members that trap or ignore TERM may remain; the group id stays ours
@@ -378,7 +385,7 @@ class ProcessRun:
                 self._kill()
                 return
             self._wake.clear()
-            self._wake.wait(min(poll, remaining))
+            self.clock.wait(self._wake, min(poll, remaining))
             poll = min(poll * 2, _GROUP_POLL_MAX)
 
     def _make_result(self, rc: int | None, ended: float) -> RunResult:

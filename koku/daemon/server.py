@@ -23,6 +23,7 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from koku.core import logfmt
+from koku.core.clock import Clock
 
 from koku.core import protocol
 from koku.errors import ProtocolError
@@ -83,21 +84,34 @@ def peer_allowed(conn: Any, group: str | None) -> bool:
 
 
 class ControlServer:
-    def __init__(self, path: Path, handle: Callable[[protocol.Request], Any], group: str | None = None):
+    def __init__(self, path: Path, handle: Callable[[protocol.Request], Any], group: str | None = None,
+                 clock: Clock | None = None):
         self.path = path
         self._handle = handle
         self._group = group
         self._server: StreamServer | None = None
+        self._pool: Pool | None = None
+        if clock is None:
+            from koku.daemon.clock import GeventClock
+
+            clock = GeventClock()
+        self._clock = clock
 
     def start(self) -> None:
         mode = 0o660 if self._group else 0o600
         listener = bind_unix(self.path, mode, self._group)
-        self._server = StreamServer(listener, self._serve, spawn=Pool(MAX_CONNECTIONS))
+        self._pool = Pool(MAX_CONNECTIONS)
+        self._server = StreamServer(listener, self._serve, spawn=self._pool)
         self._server.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        if self._server is not None:
-            self._server.stop(timeout=timeout)
+        """Stop accepting; give requests in flight ``timeout`` seconds (on the daemon's clock), then end them."""
+        if self._server is not None and self._pool is not None:
+            self._server.close()
+            deadline = self._clock.monotonic() + timeout
+            for handler in list(self._pool.greenlets):
+                self._clock.wait(handler, max(0.0, deadline - self._clock.monotonic()))
+            self._pool.kill(block=False)  # what is left ends now
             self._server = None
         try:
             os.unlink(self.path)

@@ -1,0 +1,116 @@
+"""The daemon's clocks: every wait of the daemon (event timeouts, sleeps, delayed starts) goes through one.
+
+``GeventClock`` is the real one: wall and monotonic time from the kernel, waits on the gevent hub.
+``SteppedClock`` is a fake with the same waits, for tests that run the whole daemon (scheduler loop,
+saver, process supervisors, shutdown) on a clock they move by hand: a greenlet that waits on it wakes
+when the test moves the clock past its deadline, or when what it waits for becomes ready. Both satisfy
+``koku.core.clock.Clock``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import gevent
+import gevent.event
+
+from koku.core.clock import RealClock, ready, shifted
+
+
+class GeventClock(RealClock):
+    """Kernel time; waits yield to the gevent hub."""
+
+    def __init__(self) -> None:
+        super().__init__(gevent.sleep)
+
+    def wait(self, waitable: Any, timeout: float | None) -> bool:
+        if timeout is not None:
+            timeout = max(0.0, timeout)
+        return bool(gevent.wait([waitable], timeout=timeout, count=1))
+
+
+class SteppedClock:
+    """A clock that moves only when told to, and wakes the daemon's greenlets as it moves.
+
+    ``advance(s)`` moves wall and monotonic time together and wakes every wait whose deadline it
+    passes; ``jump(s)`` / ``set(when)`` move only the wall clock (an NTP step, a manual ``date``) and
+    tell the ``on_set`` listeners, as the kernel's timerfd does for a real clock. ``next_deadline()`` and
+    ``waiting(name)`` let a test step from one deadline to the next once the daemon is idle.
+    """
+
+    def __init__(self, start: datetime, monotonic: float = 1000.0):
+        if start.tzinfo is None:
+            raise ValueError("SteppedClock needs an aware datetime")
+        self._now = start.astimezone(timezone.utc)
+        self._mono = monotonic
+        self._seq = itertools.count()
+        # key -> (deadline in monotonic seconds, wake event, name of the waiting greenlet)
+        self._waiters: dict[int, tuple[float, gevent.event.Event, str]] = {}
+        self._set_listeners: list[Callable[[], None]] = []
+
+    def now(self) -> datetime:
+        return self._now
+
+    def monotonic(self) -> float:
+        return self._mono
+
+    def wait(self, waitable: Any, timeout: float | None) -> bool:
+        if ready(waitable):
+            return True
+        if timeout is None:
+            gevent.wait([waitable], count=1)
+            return True
+        if timeout <= 0:
+            return False
+        wake = gevent.event.Event()
+        key = next(self._seq)
+        self._waiters[key] = (self._mono + timeout, wake, getattr(gevent.getcurrent(), "name", ""))
+
+        def ready_now(_: Any) -> None:
+            wake.set()
+
+        waitable.rawlink(ready_now)
+        try:
+            wake.wait()
+        finally:
+            waitable.unlink(ready_now)
+            self._waiters.pop(key, None)
+        return ready(waitable)
+
+    def sleep(self, seconds: float) -> None:
+        self.wait(gevent.event.Event(), max(0.0, seconds))
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass (>= 0); waits that end meanwhile wake (when the caller next yields)."""
+        if seconds < 0:
+            raise ValueError("time does not run backwards; use jump() for a wall-clock step")
+        self._now = shifted(self._now, seconds)
+        self._mono += seconds
+        for key, (deadline, wake, _name) in list(self._waiters.items()):
+            if deadline <= self._mono:
+                del self._waiters[key]  # gone at once, so waiting() sees only fresh waits
+                wake.set()
+
+    def jump(self, seconds: float) -> None:
+        """Step the wall clock by ``seconds`` (either way); monotonic time does not move."""
+        self.set(shifted(self._now, seconds))
+
+    def set(self, when: datetime) -> None:
+        self._now = when.astimezone(timezone.utc)
+        for listener in list(self._set_listeners):
+            listener()
+
+    def on_set(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever the wall clock is stepped."""
+        self._set_listeners.append(listener)
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline (monotonic seconds) any greenlet waits for, or None."""
+        return min((d for d, _, _ in self._waiters.values()), default=None)
+
+    def waiting(self, name: str) -> bool:
+        """Whether the greenlet called ``name`` is waiting on this clock (registered since the last
+        ``advance`` that woke it)."""
+        return any(n == name for _, _, n in self._waiters.values())
