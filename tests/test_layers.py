@@ -171,3 +171,4 @@ def test_every_exception_lives_in_errors_py() -> None:
                 if bases & exception_names:
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}: class {node.name}")
     assert found == []
+

@@ -7,7 +7,8 @@ from datetime import datetime
 
 import pytest
 
-from koku.core.preview import JobPreview, preview_jobs, short_duration
+from koku.core.durations import spoken_duration
+from koku.core.preview import JobPreview, preview_jobs
 from koku.core.schedule import Schedule, parse_schedule
 
 
@@ -116,7 +117,7 @@ def test_reboot_job_has_no_runs_and_no_warnings() -> None:
 @pytest.mark.parametrize(
     "seconds,text",
     [(7200, "2h"), (3600, "1h"), (5400, "1h30m"), (90, "1m30s"), (45, "45s"), (0.5, "0.5s"),
-     (93600, "1d2h"), (84600, "23h30m"), (1, "1s"), (59.6, "1m")],
+     (93600, "1d2h"), (84600, "23h30m"), (1, "1s"), (59.6, "59.6s"), (60.4, "1m"), (1.25, "1.25s")],
 )
-def test_short_duration(seconds: float, text: str) -> None:
-    assert short_duration(seconds) == text
+def test_spoken_duration(seconds: float, text: str) -> None:
+    assert spoken_duration(seconds) == text

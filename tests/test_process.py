@@ -144,7 +144,7 @@ def run_to_end(make: Make, command: str, **kw: object) -> RunResult:
         ((-15,), {"timed_out": 5.0}, "timed out after 5s; terminated by SIGTERM"),
         ((-9,), {"timed_out": 5, "killed_after_grace": 10}, "timed out after 5s; killed by SIGKILL after 10s grace"),
         ((143,), {"timed_out": 0.5}, "timed out after 0.5s; exit status 143"),
-        ((-9,), {"timed_out": 1800, "killed_after_grace": 10}, "timed out after 30m00s; killed by SIGKILL after 10s grace"),
+        ((-9,), {"timed_out": 1800, "killed_after_grace": 10}, "timed out after 30m; killed by SIGKILL after 10s grace"),
         ((-15,), {"cancelled": True}, "terminated by SIGTERM (daemon shutdown)"),
         ((-9,), {"killed_after_grace": 3, "cancelled": True}, "killed by SIGKILL after 3s grace (daemon shutdown)"),
         ((None,), {"not_started": "dir /nope does not exist"}, "could not start: dir /nope does not exist"),

@@ -25,7 +25,7 @@ koku (刻): a cron daemon and manager.
 Usage:
   ku init [--force] [options]
   ku check [--next=N] [--from=TIME] [options]
-  ku import [<file>] [--write] [--system | --no-system] [options]
+  ku import [<file>] [--write | --into=FILE] [--system | --no-system] [options]
   ku daemon start [options]
   ku daemon stop [options]
   ku daemon status [options]
@@ -63,6 +63,7 @@ Options:
   --next=N               How many runs to preview [default: 3].
   --from=TIME            Preview from this ISO 8601 instant instead of now.
   --write                Append the imported jobs to the config (validated first; unchanged if invalid).
+  --into=FILE            Write the imported jobs to a new drop-in file that [daemon] include matches.
   --system               The crontab has a user column (/etc/crontab, /etc/cron.d); default: guessed.
   --no-system            The crontab has no user column (crontab -l output).
   --wait                 Wait for the run to end.

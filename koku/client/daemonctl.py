@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from koku.client.common import EXIT_OK, client, load_config_from, print_json
@@ -50,6 +51,22 @@ def _daemon_info(timeout: float = 2.0) -> dict[str, Any] | None:
         return None
 
 
+def same_config(info: dict[str, Any], path: Path) -> bool:
+    """Whether the daemon that answered ``DaemonStatus`` with ``info`` runs the config file ``path``."""
+    theirs = info.get("config")
+    return not theirs or os.path.realpath(theirs) == os.path.realpath(path)
+
+
+def _already_running(info: dict[str, Any], path: Path) -> int:
+    if not same_config(info, path):
+        # One daemon per state dir: a second config there would share its socket, state and logs.
+        raise KokuError(
+            f"a koku daemon (pid {info['pid']}) is already running with config {info['config']}, not {path}; "
+            f"stop it first (ku daemon stop), or give the second daemon its own state dir (KOKU_STATE_DIR)")
+    print(f"koku daemon already running (pid {info['pid']})")
+    return EXIT_OK
+
+
 def _daemon_start(args: dict[str, Any]) -> int:
     import subprocess
     from koku.core.clock import RealClock
@@ -62,8 +79,7 @@ def _daemon_start(args: dict[str, Any]) -> int:
     cfg = load_config_from(args)  # refuse a broken config here, where the user sees the errors
     info = _daemon_info()
     if info:
-        print(f"koku daemon already running (pid {info['pid']})")
-        return EXIT_OK
+        return _already_running(info, path)
     paths = state_paths()
     paths.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(paths.root, 0o700)
@@ -78,8 +94,7 @@ def _daemon_start(args: dict[str, Any]) -> int:
         if code is not None:
             info = _daemon_info()
             if info:  # lost a race with another start: that one is running
-                print(f"koku daemon already running (pid {info['pid']})")
-                return EXIT_OK
+                return _already_running(info, path)
             from koku.core.joblog import read_tail
 
             tail = "\n".join("  " + line for line in read_tail(paths.daemon_log, 10))

@@ -70,6 +70,7 @@ description = "delete backups older than 30 days"
 # kill_grace = "10s"        # after SIGTERM, wait this long before SIGKILL
 # shutdown_grace = "30s"    # on daemon stop, let running jobs finish for this long
 # socket_group = "staff"    # group allowed to use the control socket (default: only this user)
+# include = ["jobs.d/*.toml"]  # drop-in files of [[job]] (and [notify.NAME]) tables; globs, relative to this file
 # metrics_listen = "127.0.0.1:9101"  # serve Prometheus metrics on http://HOST:PORT/metrics
 # metrics_file = "/var/lib/prometheus/node-exporter/koku.prom"  # or write them here after every run
 

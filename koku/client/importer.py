@@ -91,8 +91,26 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def run_import(source: str, *, system: bool | None, write: Path | None) -> tuple[ImportResult, str, int]:
-    """Convert ``source`` (a path or "-"); with ``write``, append to that config after validating the result.
+def _write_dropin(config: Path, current: str, into: Path, toml: str) -> None:
+    from koku.core.config import parse_config
+
+    if os.path.lexists(into):
+        raise UsageError(f"{into} already exists; --into writes a new drop-in file (use --write to append to "
+                         f"the config {config})")
+    try:
+        cfg = parse_config(current, config, extra={into: toml})
+    except ConfigError as exc:
+        raise ConfigError([*exc.problems, f"{into} was not written"]) from None
+    if str(into) not in cfg.dropins:
+        raise ConfigError(f"{into} is not matched by [daemon] include in {config}, so the daemon would never read "
+                          f"it (include = {list(cfg.daemon.include)}); {into} was not written")
+    _write_atomically(into, toml)
+
+
+def run_import(source: str, *, system: bool | None, write: Path | None,
+               into: Path | None = None) -> tuple[ImportResult, str, int]:
+    """Convert ``source`` (a path or "-"); with ``write``, append to that config after validating the result;
+    with ``into`` (and ``write``, the main config), write a new drop-in file that its include must match.
 
     Returns (result, the TOML text, exit code: 0 everything converted, 1 some lines left out). Raises
     ConfigError (nothing written) when the config with the new jobs would not pass ``ku check``.
@@ -105,7 +123,9 @@ def run_import(source: str, *, system: bool | None, write: Path | None) -> tuple
     current, taken = _existing_names(write) if write is not None else ("", set())
     result = import_crontab(text, source=label, system=system, taken=taken, own_user=own_user())
     toml = to_toml(result)
-    if write is not None:
+    if write is not None and into is not None:
+        _write_dropin(write, current, into.absolute(), toml)
+    elif write is not None:
         joined = current + ("\n" if current and not current.endswith("\n") else "") + ("\n" if current else "") + toml
         try:
             parse_config(joined, write)

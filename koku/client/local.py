@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from koku.client.common import EXIT_OK, int_option, load_config_from, print_json
@@ -41,20 +42,23 @@ def cmd_check(args: dict[str, Any]) -> int:
     cfg = load_config_from(args)
     previews = [replace(p, warnings=(*cfg.warnings_for(p.name), *p.warnings))
                 for p in preview_jobs(cfg.jobs, start, n)]
-    per_job = {f"{cfg.path}: {job}: {tail}" for job, tail in cfg.job_warnings}
-    general = [w for w in cfg.warnings if w not in per_job]
+    per_job = {f"{job}: {tail}" for job, tail in cfg.job_warnings}
+    general = [w for w in cfg.warnings if w.split(": ", 1)[-1] not in per_job]
+    files = {job.name: job.source or str(cfg.path) for job in cfg.jobs}
     if args["--json"]:
         print_json([
             {"name": p.name, "cron": p.cron, "tz": p.tz, "next": [dt.isoformat() for dt in p.next],
-             "warnings": list(p.warnings)}
+             "warnings": list(p.warnings), "file": files[p.name]}
             for p in previews
         ])
         for w in general:
             print(f"koku: warning: {w}", file=sys.stderr)
         return EXIT_OK
-    print(f"{cfg.path}: {len(cfg.jobs)} job{'s' if len(cfg.jobs) != 1 else ''}, valid")
+    print(f"{cfg.path}: {len(cfg.jobs)} job{'s' if len(cfg.jobs) != 1 else ''}, valid"
+          + (f" (with {len(cfg.dropins)} drop-in file{'s' if len(cfg.dropins) != 1 else ''})" if cfg.dropins else ""))
     if previews:
-        print(table.check_table(previews))
+        # The FILE column only when there is more than one file to tell apart.
+        print(table.check_table(previews, files if cfg.dropins else None))
     for p in previews:
         for w in p.warnings:
             print(f"warning: job \"{p.name}\": {w}")
@@ -68,8 +72,9 @@ def cmd_import(args: dict[str, Any]) -> int:
     from koku.client.importer import run_import
 
     system = True if args["--system"] else False if args["--no-system"] else None
-    target = config_path(args["--config"]) if args["--write"] else None
-    result, toml, code = run_import(args["<file>"] or "-", system=system, write=target)
+    target = config_path(args["--config"]) if args["--write"] or args["--into"] else None
+    into = Path(args["--into"]) if args["--into"] else None
+    result, toml, code = run_import(args["<file>"] or "-", system=system, write=target, into=into)
     for note in result.notes:
         print(f"koku: warning: {note}", file=sys.stderr)
     for skip in result.skipped:
@@ -78,12 +83,12 @@ def cmd_import(args: dict[str, Any]) -> int:
     if args["--json"]:
         print_json({"jobs": [job.table for job in result.jobs],
                     "skipped": [{"line": s.line, "text": s.text, "reason": s.reason} for s in result.skipped],
-                    "notes": result.notes, "written": str(target) if target else None})
+                    "notes": result.notes, "written": str(into or target) if target else None})
     elif target is None:
         sys.stdout.write(toml)
     else:
-        print(f"{target}: added {len(result.jobs)} job{'s' if len(result.jobs) != 1 else ''} from {result.source}, "
-              "valid")
+        print(f"{into or target}: added {len(result.jobs)} job{'s' if len(result.jobs) != 1 else ''} from "
+              f"{result.source}, valid")
     if result.skipped:
         print(f"koku: {len(result.skipped)} line{'s' if len(result.skipped) != 1 else ''} of {result.source} "
               "could not be converted (listed above)", file=sys.stderr)

@@ -92,7 +92,20 @@ def cmd_resume(args: dict[str, Any]) -> int:
 
 
 def cmd_reload(args: dict[str, Any]) -> int:
+    import os
+
     with client(timeout=60) as c:
+        if args["--config"] or os.environ.get("KOKU_CONFIG"):
+            # The daemon re-reads its own file: asked to reload another one, say so rather than pretend.
+            from koku.client.daemonctl import same_config
+            from koku.core.paths import config_path
+
+            path = config_path(args["--config"])
+            info = c.expect("DaemonStatus", "DaemonStatus")
+            if not same_config(info, path):
+                raise DaemonError(f"the daemon (pid {info['pid']}) runs config {info['config']}, not {path}; "
+                                  f"reload re-reads the daemon's own config (run \"ku reload\" without --config), "
+                                  f"or stop it and start it with {path}")
         tag, body = c.call("Reload")
     if tag == "Ok":
         print_json({"message": body}) if args["--json"] else print(body)

@@ -117,6 +117,7 @@ def job_details(job: dict[str, Any]) -> str:
         ("tz", job.get("tz") or "local"),
         ("command", job.get("command")),
         ("description", job.get("description") or None),
+        ("file", job.get("file")),
         ("on_error", job.get("on_error")),
         ("pid", ", ".join(str(p) for p in job.get("pids") or []) or None),
         ("running since", local_time(job.get("running_since")) if job.get("running_since") else None),
@@ -143,11 +144,11 @@ def history_table(records: Iterable[dict[str, Any]]) -> str:
     return _render(table)
 
 
-def check_table(previews: Iterable[Any]) -> str:
-    table = _table(["NAME", "SCHEDULE", "TZ", "NEXT RUNS"])
+def check_table(previews: Iterable[Any], files: dict[str, str] | None = None) -> str:
+    table = _table(["NAME", "SCHEDULE", "TZ", "NEXT RUNS"] + (["FILE"] if files else []))
     for p in previews:
         runs = "\n".join(zoned_time(dt) for dt in p.next) or ("at daemon start" if p.cron.strip() == "@reboot" else DASH)
-        table.add_row([p.name, p.cron, p.tz, runs])
+        table.add_row([p.name, p.cron, p.tz, runs] + ([files.get(p.name, "")] if files else []))
     return _render(table)
 
 

@@ -1,4 +1,5 @@
-"""Durations as written in config and on the command line: "90s", "30m", "1h30m", "2d", or bare seconds.
+"""Durations as written in config and on the command line: "90s", "30m", "1h30m", "2d", or bare seconds,
+and the two ways koku writes one: ``format_duration`` for table cells, ``spoken_duration`` in sentences.
 
 Pure and cheap: the client imports this for ``ku pause --for``.
 """
@@ -59,3 +60,17 @@ def format_duration(seconds: float | None) -> str:
         return f"{h}h{m:02d}m"
     d, h = divmod(h, 24)
     return f"{d}d{h:02d}h"
+
+
+def spoken_duration(seconds: float) -> str:
+    """A duration inside a sentence, in config syntax: 0.5s, 45s, 1m30s, 2h, 1d2h ("timed out after 1.5s",
+    "timeout 2h is longer than ..."). Under a minute keeps two decimals; above, whole seconds."""
+    if seconds < 60:
+        return f"{round(seconds, 2):g}s"
+    rest = int(round(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)

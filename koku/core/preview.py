@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Protocol
 
+from koku.core.durations import spoken_duration
 from koku.core.schedule import Schedule, zone_name
 
 
@@ -29,19 +30,6 @@ class JobPreview:
     warnings: tuple[str, ...]
 
 
-def short_duration(seconds: float) -> str:
-    """Compact, config-style duration: 2h, 1h30m, 45s, 1d2h, 0.5s."""
-    if seconds < 1:
-        return f"{seconds:g}s"
-    rest = int(round(seconds))
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        count, rest = divmod(rest, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts)
-
-
 def _overlap_warning(job: PreviewedJob, runs: list[datetime]) -> str | None:
     if job.overlap or job.timeout is None or len(runs) < 2:
         return None
@@ -49,7 +37,7 @@ def _overlap_warning(job: PreviewedJob, runs: list[datetime]) -> str | None:
     if job.timeout <= gap:
         return None
     return (
-        f"timeout {short_duration(job.timeout)} is longer than the {short_duration(gap)} between runs; "
+        f"timeout {spoken_duration(job.timeout)} is longer than the {spoken_duration(gap)} between runs; "
         "with overlap = false runs will be skipped"
     )
 

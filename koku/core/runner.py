@@ -63,6 +63,7 @@ class Context:
     rng: random.Random
     run_ended: Callable[[JobRunner, RunRecord], None] = lambda runner, record: None
     events: RunEvents = NO_EVENTS  # alerts, pings and metrics hear of starts, ends and skips here
+    config_file: str = ""  # the main config's path: the file of every job not from a drop-in
 
 
 class JobRunner:
@@ -339,6 +340,7 @@ class JobRunner:
             "paused_until": self.mem.paused_until,
             "skipped": self.mem.skipped,
             "runs": self.mem.runs,
+            "file": self.cfg.source or self.ctx.config_file,
         }
 
     # ----- config changes ----------------------------------------------------------------------

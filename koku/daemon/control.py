@@ -1,34 +1,57 @@
 """Answers to control-socket requests (protocol.py's messages), on behalf of the daemon.
 
-Kept apart from daemon.py, which owns the lifecycle: this module only reads the daemon's runners and
-calls its two entry points, ``request_stop()`` and ``reload()``.
+Kept apart from lifecycle.py, which owns the daemon: this module sees the daemon only through
+``DaemonView`` (what it reads, and the two entry points ``request_stop()`` and ``reload()``), and waits for
+runs through ``RunWaiters``. Nothing here imports the lifecycle module.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
-
-import gevent.event
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
 
 from koku import __version__
 
 from koku.core import protocol
 from koku.core.joblog import read_tail
 from koku.core.model import RunRecord
+from koku.core.clock import Clock
+from koku.core.paths import StatePaths
 from koku.core.runner import JobRunner, iso
+from koku.daemon.runs import RunWaiters
 from koku.errors import RunRefused, UnknownJob
 
-if TYPE_CHECKING:
-    from koku.daemon.lifecycle import Daemon
 
 LOG_CHUNK = 1024 * 1024  # most bytes of a job log sent in one Log answer
 
 
+class DaemonView(Protocol):
+    """What answering requests needs of the daemon (lifecycle.Daemon provides it)."""
+
+    runners: Mapping[str, JobRunner]
+    started_at: datetime | None
+    clock: Clock
+    config_path: Path
+    paths: StatePaths
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def all_runners(self) -> Iterable[JobRunner]: ...
+
+    def request_stop(self) -> None: ...
+
+    def reload(self) -> tuple[bool, str]: ...
+
+
 class Control:
-    def __init__(self, daemon: Daemon):
+    def __init__(self, daemon: DaemonView, waiters: RunWaiters):
         self.d = daemon
+        self.waiters = waiters
 
     def _job(self, name: str | None) -> JobRunner:
         runner = self.d.runners.get(name or "")
@@ -99,8 +122,7 @@ class Control:
     def _wait(self, runner: JobRunner, run: int) -> RunRecord:
         name = runner.cfg.name
         if run in runner.active:
-            waiter = self.d.waiters.setdefault((name, run), gevent.event.AsyncResult())
-            return waiter.get()
+            return self.waiters.wait(name, run)
         for record in reversed(runner.mem.history):
             if record.run == run:
                 return record

@@ -35,6 +35,7 @@ from koku.errors import AlreadyRunning, ConfigError
 from koku.daemon.clock import GeventClock
 from koku.daemon.executor import ProcessExecutor
 from koku.daemon.control import Control
+from koku.daemon.runs import RunWaiters
 from koku.core.model import JobMemory, RunRecord
 from koku.core.paths import StatePaths
 from koku.core.model import Outcome
@@ -122,9 +123,9 @@ class Daemon:
         self._reload_lock = gevent.lock.BoundedSemaphore()
         self._stop_now = False
         self._greenlets: dict[str, gevent.Greenlet] = {}
-        self.waiters: dict[tuple[str, int], gevent.event.AsyncResult] = {}
+        self.waiters = RunWaiters()
         self._lock = PidLock(paths.pid_file)
-        self.control = Control(self)
+        self.control = Control(self, self.waiters)
         self.server: ControlServer | None = None  # made in _run_locked, once socket_group is known
         self.executor: ProcessExecutor | None = None
 
@@ -164,7 +165,7 @@ class Daemon:
         # One context shared by every runner (10,000 jobs must not mean 10,000 copies).
         self.context = Context(clock=self.clock, scheduler=self.scheduler, daemon=self.config.daemon,
                                executor=self.executor, changed=self._job_changed, rng=random.Random(),
-                               run_ended=self._run_ended)
+                               run_ended=self._run_ended, config_file=str(self.config_path))
         group = self.config.daemon.socket_group if os.geteuid() == 0 else None
         self.server = ControlServer(self.paths.socket, self.control.handle, group, self.clock)
         self.server.start()
@@ -318,9 +319,7 @@ class Daemon:
             runner.reschedule()
 
     def _run_ended(self, runner: JobRunner, record: RunRecord) -> None:
-        waiter = self.waiters.pop((runner.cfg.name, record.run), None)
-        if waiter is not None:
-            waiter.set(record)
+        self.waiters.finished(runner.cfg.name, record)
         if runner.retired and not runner.active:
             self.retired.pop(runner.cfg.name, None)
 

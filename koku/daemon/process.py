@@ -27,7 +27,7 @@ import gevent.os
 
 from koku.core.clock import Clock
 from koku.core.config import dir_problem
-from koku.core.durations import format_duration
+from koku.core.durations import spoken_duration
 from koku.core.joblog import JobLog, LineTail
 from koku.core.model import Outcome, RunResult
 
@@ -38,12 +38,6 @@ _CHUNK = 64 * 1024
 # scans /proc, so back off from quick to slow.
 _GROUP_POLL_MIN = 0.02
 _GROUP_POLL_MAX = 0.5
-
-
-def _secs(seconds: float) -> str:
-    if seconds < 60:
-        return f"{round(seconds, 2):g}s"
-    return format_duration(seconds)
 
 
 def _signal_name(signum: int) -> str:
@@ -78,9 +72,9 @@ def describe_exit(
         verb = "killed by" if sig == signal.SIGKILL else "terminated by"
         text = f"{verb} {_signal_name(sig)}"
         if killed_after_grace is not None and sig == signal.SIGKILL:
-            text += f" after {_secs(killed_after_grace)} grace"
+            text += f" after {spoken_duration(killed_after_grace)} grace"
     if timed_out is not None:
-        text = f"timed out after {_secs(timed_out)}; {text}"
+        text = f"timed out after {spoken_duration(timed_out)}; {text}"
     if cancelled:
         text += " (daemon shutdown)"
     return text

@@ -34,7 +34,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
+from collections.abc import Mapping
+
 from koku.core.config.checker import _Checker
+from koku.core.config.include import expand, patterns_of, read_dropins
 from koku.core.config.model import Config
 from koku.errors import ConfigError
 
@@ -67,20 +70,33 @@ def _syntax_message(label: str, text: str, exc: Exception) -> str:
     return f"{label}: {where}{message}"
 
 
-def parse_config(text: str, path: Path | str = "config.toml") -> Config:
-    """Validate TOML ``text``; ``path`` names it in messages (as given) and anchors relative dirs.
+def _toml(text: str, label: str) -> dict:
+    """Parsed TOML; raises ValueError with the message (file, line, column) for bad syntax."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(_syntax_message(label, text, exc)) from None
+    except RecursionError:
+        # tomllib recurses once per nested array or inline table: 5,000 `[` exhaust the stack.
+        raise ValueError(f"{label}: arrays or tables nested too deeply") from None
 
-    Raises ConfigError listing every problem.
+
+def parse_config(text: str, path: Path | str = "config.toml", extra: Mapping[Path, str] | None = None) -> Config:
+    """Validate TOML ``text``; ``path`` names it in messages (as given) and anchors relative dirs and
+    ``[daemon] include`` patterns, whose files are read from disk, except those in ``extra`` (path ->
+    text: a drop-in being validated before it is written).
+
+    Raises ConfigError listing every problem, in every file.
     """
     label = str(path)
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([_syntax_message(label, text, exc)]) from None
-    except RecursionError:
-        # tomllib recurses once per nested array or inline table: 5,000 `[` exhaust the stack.
-        raise ConfigError([f"{label}: arrays or tables nested too deeply"]) from None
-    return _Checker(label, Path(path)).run(data)
+        data = _toml(text, label)
+    except ValueError as exc:
+        raise ConfigError([str(exc)]) from None
+    extra = extra or {}
+    files, pattern_problems = expand(patterns_of(data), Path(path), extra)
+    dropins, problems = read_dropins(files, extra, _toml)
+    return _Checker(label, Path(path)).run(data, dropins, [f"{label}: {p}" for p in pattern_problems] + problems)
 
 
 def load_config(path: Path | str) -> Config:

@@ -72,6 +72,7 @@ class JobConfig:
     max_failures: int = 3
     catch_up: bool = False
     description: str = ""
+    source: str = ""  # the file the job is defined in (as messages name it); "" = the main config
     alerts: JobAlerts = NO_ALERTS  # notify, notify_on, notify_after, remind_every, slow_after, ping
     schedule: Schedule = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
@@ -94,6 +95,7 @@ class DaemonConfig:
     kill_grace: float = 10.0
     shutdown_grace: float = 30.0
     socket_group: str | None = None
+    include: tuple[str, ...] = ()  # drop-in file globs, relative to the main config's dir
     metrics_listen: str | None = None  # "HOST:PORT" for /metrics
     metrics_file: str | None = None  # Prometheus textfile, rewritten after every run
 
@@ -106,6 +108,7 @@ class Config:
     warnings: tuple[str, ...] = ()  # every warning, each naming file and job (the daemon logs these)
     job_warnings: tuple[tuple[str, str], ...] = ()  # the per-job ones again as ('job "name"', tail)
     alerting: Alerting = field(default_factory=Alerting)  # [notify.*] and [smtp]
+    dropins: tuple[str, ...] = ()  # the drop-in files read, in order (labels as messages name them)
 
     def warnings_for(self, name: str) -> tuple[str, ...]:
         where = f'job "{name}"'
@@ -116,7 +119,11 @@ class Config:
 
     def job_dir(self, job: JobConfig) -> Path | None:
         """The directory ``job`` runs in: ``~`` expanded, relative paths taken from the config's dir."""
-        return resolve_dir(job.dir, self.path) if job.dir is not None else None
+        return resolve_dir(job.dir, self.source_path(job)) if job.dir is not None else None
+
+    def source_path(self, job: JobConfig) -> Path:
+        """The file ``job`` is defined in: a relative ``dir`` is relative to that file's directory."""
+        return Path(job.source) if job.source else self.path
 
 
 def resolve_dir(directory: str, config_path: Path) -> Path:

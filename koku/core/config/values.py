@@ -163,10 +163,22 @@ JOB_FIELDS: dict[str, _Converter] = {
     "description": partial(_string, blank_ok=True), **notifyconf.JOB_FIELDS,
 }
 DEFAULTS_FIELDS = {key: conv for key, conv in JOB_FIELDS.items() if key != "name"}
+
+
+def _patterns(key: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _Bad(f'key "{key}" must be an array of file patterns like ["jobs.d/*.toml"], got {_show(value)}')
+    tails = [f'key "{key}": each entry must be a non-empty file pattern, got {_show(item)}'
+             for item in value if not isinstance(item, str) or not item.strip() or "\0" in item]
+    if tails:
+        raise _Bad(*tails)
+    return tuple(value)
+
+
 DAEMON_FIELDS: dict[str, _Converter] = {
     "shell": _string, "history": partial(_integer, minimum=1), "log_max_bytes": _size,
     "log_keep": partial(_integer, minimum=0), "kill_grace": _duration, "shutdown_grace": _duration,
-    "socket_group": _string, **notifyconf.DAEMON_FIELDS,
+    "socket_group": _string, "include": _patterns, **notifyconf.DAEMON_FIELDS,
 }
 JOB_KEYS = tuple(JOB_FIELDS)
 DAEMON_KEYS = tuple(DAEMON_FIELDS)
