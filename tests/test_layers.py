@@ -172,3 +172,29 @@ def test_every_exception_lives_in_errors_py() -> None:
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}: class {node.name}")
     assert found == []
 
+def test_docstrings_name_methods_that_exist() -> None:
+    """model.py's docstring once named a method that did not exist; each ``koku.x.Class.method`` written
+    in double backquotes in a docstring of the package must resolve."""
+    import importlib
+    import re
+
+    missing = []
+    for path in sorted((ROOT / "koku").rglob("*.py")):
+        for ref in re.findall(r"``(koku(?:\.\w+)+)``", path.read_text()):
+            if ref == "koku.pyz":  # the file, not a module
+                continue
+            parts = ref.split(".")
+            for cut in range(len(parts), 1, -1):
+                try:
+                    obj: object = importlib.import_module(".".join(parts[:cut]))
+                except ImportError:
+                    continue
+                try:
+                    for attr in parts[cut:]:
+                        obj = getattr(obj, attr)
+                except AttributeError:
+                    missing.append(f"{path.relative_to(ROOT)}: {ref}")
+                break
+            else:
+                missing.append(f"{path.relative_to(ROOT)}: {ref}")
+    assert missing == []

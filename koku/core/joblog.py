@@ -8,13 +8,13 @@ through ``on_error`` and the output is dropped until the log is closed and opene
 from __future__ import annotations
 
 import errno
-import logging
 import os
 from collections import deque
 from pathlib import Path
 from typing import Callable
 
-_log = logging.getLogger("koku.core.joblog")
+from koku.core import logfmt
+
 
 _READ_BLOCK = 64 * 1024
 
@@ -186,9 +186,9 @@ class JobLog:
             if self._on_error is not None:
                 self._on_error(message)
             else:
-                _log.warning(message)
-        except Exception:  # a broken reporter must not take the output pump down with it
-            _log.exception("job log error callback failed")
+                logfmt.warning(message, path=str(self.path), reason=reason)
+        except Exception as cb_exc:  # a broken reporter must not take the output pump down with it
+            logfmt.error("job log error callback failed", path=str(self.path), reason=repr(cb_exc))
 
 
 class LineTail:

@@ -1,7 +1,8 @@
 """Job states, the moves allowed between them, and run records. Pure.
 
 The five states are the vocabulary users and kagaya see. A job's state changes in exactly one place
-(``runner.JobRunner.set_state``), which checks the move against ``ALLOWED``.
+(``koku.core.runner.JobRunner._set_state``), which checks the move against ``ALLOWED``
+(tests/test_layers.py::test_docstrings_name_methods_that_exist keeps this sentence true).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """One JobRunner per configured job: when to run, whether to run, what state the job is in.
 
 Policy lives here (overlap, on_error continue/backoff/stop, pause, catch_up, @reboot); how a child is
-run lives in process.py and is reached through an *executor*, so the policy is tested with a fake clock
-and a fake executor, and the daemon passes the real one (``execute.ProcessExecutor``).
+run lives in koku/daemon/process.py and is reached through an *executor*, so the policy is tested with a fake clock
+and a fake executor, and the daemon passes the real one (``koku.daemon.executor.ProcessExecutor``).
 
 A job's state changes only in ``_set_state``, which checks the move against ``model.ALLOWED`` and logs
 one line: ``job=backup state=running->failing reason="exit status 2"``.

@@ -4,7 +4,7 @@ Greenlets (each named, stored and linked to a failure callback):
 - ``scheduler``: ticks the timer heap and sleeps until the next due instant (at most a minute);
 - ``saver``: writes state.json whenever something changed (coalescing bursts; retrying a full disk);
 - ``main``: the caller's greenlet, waiting for stop/reload requests;
-- one per run (execute.py) and one per socket connection (server.py).
+- one per run (executor.py) and one per socket connection (server.py).
 Signal handlers and socket requests only call ``request_stop()`` / ``request_reload()``, which set flags.
 """
 

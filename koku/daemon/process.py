@@ -14,7 +14,6 @@ or timed out.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import signal
 from typing import Mapping
@@ -25,13 +24,13 @@ import gevent
 import gevent.event
 import gevent.os
 
+from koku.core import logfmt
 from koku.core.clock import Clock
 from koku.core.config import dir_problem
 from koku.core.durations import spoken_duration
 from koku.core.joblog import JobLog, LineTail
 from koku.core.model import Outcome, RunResult
 
-_log = logging.getLogger("koku.daemon.process")
 
 _CHUNK = 64 * 1024
 # How often to look whether group members outlived the leader during a grace period (seconds); each look
@@ -219,6 +218,7 @@ class ProcessRun:
         gevent.os.make_nonblocking(read_fd)
         pump = gevent.spawn(self._pump_output, read_fd)
         pump.name = f"koku-output-{popen.pid}"
+        pump.link_exception(self._pump_died)
         self._supervisor = gevent.spawn(self._supervise, popen, pump, read_fd)
         self._supervisor.name = f"koku-run-{popen.pid}"
         self._supervisor.link_exception(self._supervisor_died)
@@ -311,7 +311,7 @@ class ProcessRun:
             except InterruptedError:
                 continue
             except OSError as exc:
-                _log.warning("pid=%s reading output failed: %s", self.pid, exc)
+                logfmt.warning("reading job output failed", pid=self.pid, reason=exc.strerror or str(exc))
                 return
             if not data:
                 return
@@ -403,7 +403,13 @@ class ProcessRun:
                          pid=self.pid, started_mono=self._started_mono, ended_mono=ended,
                          tail=tuple(self._tail.lines()))
 
+    def _pump_died(self, greenlet: gevent.Greenlet) -> None:
+        # The supervisor still ends the run (it joins the pump); what is lost is the rest of the output.
+        logfmt.error("job output pump failed; the rest of this run's output is lost", pid=self.pid,
+                     reason=repr(greenlet.exception))
+
     def _supervisor_died(self, greenlet: gevent.Greenlet) -> None:
-        _log.error("pid=%s supervisor failed: %r", self.pid, greenlet.exception)
+        logfmt.error("run supervisor failed; killing the run's process group", pid=self.pid,
+                     reason=repr(greenlet.exception))
         if self.pid is not None and self._popen is not None and self._returncode is None:
             kill_group(self.pid, signal.SIGKILL)

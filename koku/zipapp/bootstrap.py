@@ -16,7 +16,7 @@ root, is extracted once into a cache directory keyed by the build and the interp
 process re-executes itself on that copy. From then on nothing is read from the ``.pyz``, so it can be
 replaced while the daemon runs.
 
-tzdata (decided here, used by ``koku.zipcache``): ``zoneinfo`` imports the ``tzdata`` package only
+tzdata (decided here, used by ``koku.zipapp.zipcache``): ``zoneinfo`` imports the ``tzdata`` package only
 when a zone is not in its TZPATH, i.e. on systems without a tz database (minimal containers) or with
 one that lacks a newer zone. So tzdata is not at the archive's root but in ``_lazy/tzdata.zip``; the
 archive's import hook answers ``import tzdata`` by unpacking it once into

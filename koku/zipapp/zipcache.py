@@ -6,12 +6,12 @@ finder first: modules found in the archive get their code from marshalled files 
 ``<cache dir>/pyc/<archive key>/``, written the first time each one is compiled. The key covers the
 archive's path, size and mtime and the interpreter's cache tag, so a replaced ``koku.pyz`` or another
 Python never reads stale code. Only bytecode is cached here; native code is never extracted for client
-commands. The cache dir is chosen with the same checks as the daemon's (``koku.cachedir``): code is
+commands. The cache dir is chosen with the same checks as the daemon's (``koku.zipapp.cachedir``): code is
 only ever loaded from a directory that we own and nobody else can write. Any failure to cache just
 means compiling from source, as before.
 
 The same finder answers the import of a top-level package the archive keeps as ``_lazy/<name>.zip``
-(tzdata: see ``koku.bootstrap`` for why): it is unpacked once into the cache dir and imported from
+(tzdata: see ``koku.zipapp.bootstrap`` for why): it is unpacked once into the cache dir and imported from
 there. That import is rare, so it may use the heavy machinery; the common path here imports only
 what the interpreter has already loaded to run a zip (no hashlib: its OpenSSL load costs ~5 ms).
 """
@@ -164,7 +164,7 @@ def _fnv1a64(text: str) -> int:
 
 
 def _cache_base() -> str | None:
-    """The first cache dir ``koku.cachedir`` accepts (created), or None."""
+    """The first cache dir ``koku.zipapp.cachedir`` accepts (created), or None."""
     from koku.zipapp.cachedir import cache_candidates, check_cache_dir
 
     uid = os.getuid()
