@@ -121,9 +121,9 @@ def clock_bypasses(source: str) -> list[tuple[int, str]]:
             found.append((node.lineno, f"{owner_name}.{attr}()"))
         elif attr in TIMED_METHODS and not owner_name.lower().endswith("clock"):  # clock.wait(ev, t) is the way
             timed = any(k.arg == "timeout" for k in node.keywords)
-            # Event.wait(5) / Condition.wait(5): the only positional argument of wait is the timeout.
-            # (str.join(parts) and dict.get(key) take positional arguments that are not.)
-            if attr == "wait" and node.args:
+            # Event.wait(5) / Condition.wait(5): wait's one positional argument is the timeout.
+            # (str.join(parts), dict.get(key) and RunWaiters.wait(name, run) take ones that are not.)
+            if attr == "wait" and len(node.args) == 1:
                 timed = True
             if timed:
                 found.append((node.lineno, f".{attr}(timeout)"))
@@ -157,7 +157,7 @@ def test_clock_lint_catches_every_way_the_daemon_used_to_wait():
         "    time.sleep(0.05)\n"
         "    ev.wait()\n"
         "    pump.join()\n"
-        "    self.clock.wait(ev, 3)\n"
+        "    self.clock.wait(ev, 3), waiters.wait('job', 3)\n"
         "    return ', '.join(parts), {}.get('k')\n"
     )
     assert [line for line, _ in clock_bypasses(broken)] == [3] + list(range(5, 16))
