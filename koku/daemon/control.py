@@ -122,7 +122,7 @@ class Control:
     def _wait(self, runner: JobRunner, run: int) -> RunRecord:
         name = runner.cfg.name
         if run in runner.active:
-            return self.waiters.wait(name, run)
+            return self.waiters.until_finished(name, run)
         for record in reversed(runner.mem.history):
             if record.run == run:
                 return record

@@ -1,6 +1,6 @@
 """Who is waiting for which run: `ku run --wait` (the Wait request) parks here until the run ends.
 
-The daemon reports every finished run to ``finished()``; the control side only ever calls ``wait()``.
+The daemon reports every finished run to ``finished()``; the control side only ever calls ``until_finished()``.
 One owner for the waiters, so neither side reaches into the other's dicts.
 """
 
@@ -15,7 +15,7 @@ class RunWaiters:
     def __init__(self) -> None:
         self._waiting: dict[tuple[str, int], gevent.event.AsyncResult] = {}
 
-    def wait(self, name: str, run: int) -> RunRecord:
+    def until_finished(self, name: str, run: int) -> RunRecord:
         """Block this greenlet until run ``run`` of job ``name`` ends; returns its record."""
         waiter = self._waiting.setdefault((name, run), gevent.event.AsyncResult())
         return waiter.get()
