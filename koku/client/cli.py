@@ -106,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     try:
         args = docopt(USAGE, argv=argv, default_help=True, version=None)
-    except DocoptExit as exc:
-        print(str(exc).strip() or USAGE, file=sys.stderr)
+    except DocoptExit:
+        from koku.client.usage import diagnose  # only a wrong command line pays for this
+
+        print(diagnose(USAGE, argv), file=sys.stderr)
         return EXIT_USAGE
     except SystemExit as exc:  # --help
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_OK
