@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from koku.core import cronexpr
+from koku.core import cronexpr, cronmatch
 from koku.core import schedule as schedule_mod
 from koku.errors import KokuError
 from koku.core.schedule import Schedule, ScheduleError, parse_schedule, resolve_zone, zone_name
@@ -401,10 +401,10 @@ SECOND, MINUTE, HOUR, DOM, MONTH, DOW = range(6)
 @pytest.fixture
 def fresh_caches():
     """Empty koku's expansion caches before and after: a patched croniter must not leak into them."""
-    cronexpr.matcher_for.cache_clear()
+    cronmatch.matcher_for.cache_clear()
     cronexpr._expand_field.cache_clear()
     yield
-    cronexpr.matcher_for.cache_clear()
+    cronmatch.matcher_for.cache_clear()
     cronexpr._expand_field.cache_clear()
 
 
@@ -453,7 +453,7 @@ def test_runs_follow_croniters_expansion_of_every_field(
     monkeypatch: pytest.MonkeyPatch, fresh_caches, expr: str, field: int, real: str, shifted: str
 ) -> None:
     assert parse_schedule(expr, "UTC").next_after(START) == iso(real + "+00:00")
-    cronexpr.matcher_for.cache_clear()
+    cronmatch.matcher_for.cache_clear()
     cronexpr._expand_field.cache_clear()
 
     def shift(expanded) -> None:

@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
-from koku.core.cronexpr import SEARCH_YEARS, Matcher, matcher_for, split_fields
+from koku.core.cronexpr import SEARCH_YEARS, split_fields
+from koku.core.cronmatch import Matcher, matcher_for
 from koku.errors import ScheduleError
 
 __all__ = ["ScheduleError", "Schedule", "parse_schedule", "resolve_zone", "zone_name"]
