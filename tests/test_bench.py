@@ -188,10 +188,26 @@ def test_results_merge_and_judge_targets():
     assert "MISSED" in report.text_table(r)
 
 
-def test_cpu_and_rss_of_this_process():
-    assert procs.rss_mib(os.getpid()) > 1
-    assert procs.cpu_seconds(os.getpid()) > 0
-    assert procs.open_fds(os.getpid()) >= 3
+def test_cpu_rss_and_fds_of_a_child_that_uses_known_amounts():
+    """The bench's /proc readers against a child that holds 64 MiB, burns ~0.5 s of CPU and opens 20 files."""
+    code = ("import os, sys, time\n"
+            "block = bytearray(64 * 1024 * 1024)\n"
+            "for i in range(0, len(block), 4096): block[i] = 1\n"
+            "end = time.process_time() + 0.5\n"
+            "while time.process_time() < end: pass\n"
+            "files = [open(os.devnull) for _ in range(20)]\n"
+            "print('ready', flush=True); sys.stdin.read()\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "ready\n"
+        assert 64 <= procs.rss_mib(child.pid) < 64 + 40
+        assert 0.45 <= procs.cpu_seconds(child.pid) < 5
+        assert 20 + 3 <= procs.open_fds(child.pid) < 20 + 3 + 10
+    finally:
+        child.stdin.close()
+        child.wait(10)
+    with pytest.raises(OSError):
+        procs.rss_mib(child.pid)  # reaped: gone from /proc
 
 
 def test_koku_delays_from_its_log():
