@@ -2,7 +2,8 @@
 
 Every job key and every ``[defaults]`` / ``[daemon]`` key appears here, optional ones as commented-out
 lines holding their default or a typical value; uncommenting any of them keeps the file valid (a test
-uncomments them all). The jobs work as written in a fresh home (they need only sh, tar and find): a new
+uncomments them all), except ``user`` and ``group``, written with two spaces after the "#" so that test
+leaves them alone: they are valid only for a root daemon and an account that exists. The jobs work as written in a fresh home (they need only sh, tar and find): a new
 user's first ``ku run`` must not fail on a script that does not exist.
 """
 
@@ -41,6 +42,10 @@ timeout = "30m"            # kill the job (its whole process group) after this l
 # remind_every = "6h"      # while it keeps failing, one reminder per period (default: none)
 # slow_after = "30m"       # one "slow" event when a run is still going after this long (with "slow" in notify_on)
 # ping = "https://hc-ping.com/your-uuid"  # Healthchecks pings: /start, success, /<exit code>
+#  user = "backup"         # run as this user (daemon running as root only): its uid, groups, HOME, SHELL
+#  group = "backup"        # and this group instead of the user's primary one
+# nice = 10                # CPU priority, -20 (highest) to 19, relative to the daemon; below 0 needs root
+# umask = "027"            # file creation mask, octal digits
 
 [[job]]
 name = "cleanup"

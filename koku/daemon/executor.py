@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -15,10 +16,12 @@ import gevent
 
 from koku.core import logfmt
 from koku.core.clock import Clock
-from koku.core.config import Config
+from koku.core.config import Config, JobConfig
+from koku.core.config.identity import Account, account
 from koku.core.joblog import JobLog
 from koku.core.model import RunRecord
 from koku.core.model import Outcome, RunResult
+from koku.daemon.credentials import Credentials
 from koku.daemon.process import ProcessRun
 from koku.core.runner import JobRunner
 
@@ -35,6 +38,7 @@ class ProcessExecutor:
         # much cheaper than decoding os.environ again (it shows when hundreds of jobs start at once).
         self._base_env = dict(os.environ)
         self._login: dict[str, str] | None = None  # HOME, USER, LOGNAME of the user jobs run as
+        self._nice = shutil.which("nice", path=self._base_env.get("PATH") or os.defpath) or "/usr/bin/nice"
 
     def _login_env(self) -> dict[str, str]:
         """What cron gives every job from the passwd entry of the user it runs as (the daemon's)."""
@@ -87,13 +91,32 @@ class ProcessExecutor:
         else:
             self._logs[name] = (log, users - 1)
 
-    def _environment(self, runner: JobRunner, record: RunRecord) -> dict[str, str]:
+    def _account(self, job: JobConfig) -> tuple[Account | None, str | None]:
+        """(the account to switch to, or why the run cannot start). Looked up per run, off the hub: the
+        passwd entry may have changed since the config was read, and NSS may be slow."""
+        if job.user is None and job.group is None:
+            return None, None
+        try:
+            return gevent.get_hub().threadpool.apply(account, (job.user, job.group)), None
+        except LookupError as exc:
+            return None, str(exc)
+
+    def _credentials(self, job: JobConfig, acct: Account | None) -> Credentials:
+        if acct is None and job.umask is None and job.nice is None:
+            return Credentials()
+        return Credentials(uid=acct.uid if acct else None, gid=acct.gid if acct else None,
+                           groups=acct.groups if acct else None, umask=job.umask, nice=job.nice,
+                           nice_program=self._nice)
+
+    def _environment(self, runner: JobRunner, record: RunRecord, acct: Account | None = None) -> dict[str, str]:
         env = self._base_env.copy()
         # Under systemd or `env -i` the daemon has none of these; cron sets them for every job. What the
         # daemon has is kept, and the job's own env wins over both.
         for key, value in self._login_env().items():
             env.setdefault(key, value)
         env.setdefault("SHELL", self._config().daemon.shell)
+        if acct is not None:
+            env.update(acct.env)  # a job as another user gets that user's HOME, USER, LOGNAME, SHELL
         env.update(runner.cfg.env)
         env["KOKU_JOB"] = runner.cfg.name
         env["KOKU_RUN_ID"] = str(record.run)
@@ -104,8 +127,14 @@ class ProcessExecutor:
         config = self._config()
         cfg = config.daemon
         name = runner.cfg.name
-        # Like cron, a job without a dir runs in the home directory, not wherever the daemon started.
-        cwd = config.job_dir(runner.cfg) or Path(self._base_env.get("HOME") or self._login_env().get("HOME") or "/")
+        acct, refuse = self._account(runner.cfg)
+        # Like cron, a job without a dir runs in the home directory, not wherever the daemon started; a
+        # job as another user in that user's home ("/" if it has none, as systemd does).
+        if acct is not None and acct.home is not None:
+            home = Path(acct.home) if acct.home_is_dir else Path("/")
+        else:
+            home = Path(self._base_env.get("HOME") or self._login_env().get("HOME") or "/")
+        cwd = config.job_dir(runner.cfg) or home
         key = (name, record.run)
         log = self._acquire_log(name)
         try:
@@ -114,11 +143,13 @@ class ProcessExecutor:
                 runner.cfg.command,
                 shell=cfg.shell,
                 cwd=str(cwd),
-                env=self._environment(runner, record),
+                env=self._environment(runner, record, acct),
                 log=log,
                 timeout=runner.cfg.timeout,
                 kill_grace=cfg.kill_grace,
                 clock=self.clock,
+                credentials=self._credentials(runner.cfg, acct),
+                refuse=refuse,
             )
             self._procs[key] = proc
             proc.start()

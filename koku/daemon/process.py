@@ -30,6 +30,7 @@ from koku.core.config import dir_problem
 from koku.core.durations import spoken_duration
 from koku.core.joblog import JobLog, LineTail
 from koku.core.model import Outcome, RunResult
+from koku.daemon.credentials import NO_CREDENTIALS, Credentials
 
 
 _CHUNK = 64 * 1024
@@ -154,6 +155,8 @@ class ProcessRun:
         drain: float = 2.0,
         tail_lines: int = 20,
         max_line: int = 1000,
+        credentials: Credentials = NO_CREDENTIALS,
+        refuse: str | None = None,
     ):
         self.command = command
         self.shell = shell
@@ -164,6 +167,8 @@ class ProcessRun:
         self.kill_grace = kill_grace
         self.clock = clock
         self.drain = drain
+        self.credentials = credentials
+        self._refuse = refuse  # a reason found before the spawn (e.g. the user is gone): an ERROR run
         self.pid: int | None = None
         self._tail = LineTail(tail_lines, max_line)
         self._popen: Popen | None = None
@@ -192,6 +197,9 @@ class ProcessRun:
         self._started = True
         if self._cancelled:
             self._finish_unstarted(Outcome.CANCELLED, describe_exit(None, cancelled=True))
+            return
+        if self._refuse is not None:
+            self._finish_unstarted(Outcome.ERROR, describe_exit(None, not_started=self._refuse))
             return
         cwd = self.cwd or None  # already resolved by the config (koku.core.config.resolve_dir)
         if cwd is not None and (problem := dir_problem(cwd)) is not None:
@@ -266,10 +274,10 @@ class ProcessRun:
         loop = gevent.get_hub().loop
         # gevent installs libev's SIGCHLD handler lazily; without it no child watcher ever fires.
         loop.install_sigchld()
-        # Spawn options that stay on the C path (no preexec_fn): user=, group=, extra_groups=, umask=
-        # and process_group= belong here too.
-        popen = Popen([self.shell, "-c", self.command], stdin=DEVNULL, stdout=out_fd, stderr=out_fd,
-                      cwd=cwd, env=self.env, start_new_session=True, close_fds=True)
+        # Only spawn options that stay on the C path (no preexec_fn).
+        popen = Popen(self.credentials.argv([self.shell, "-c", self.command]), stdin=DEVNULL, stdout=out_fd,
+                      stderr=out_fd, cwd=cwd, env=self.env, start_new_session=True, close_fds=True,
+                      **self.credentials.popen_kwargs())  # type: ignore[arg-type]
         watcher = loop.child(popen.pid, False)
         watcher.start(self._reaped, popen, watcher)
         self._watcher = watcher
@@ -288,6 +296,9 @@ class ProcessRun:
         if isinstance(exc, ValueError):  # e.g. a NUL byte in the command or env
             return f"invalid command or environment: {exc}"
         assert isinstance(exc, OSError)
+        creds = self.credentials
+        if isinstance(exc, PermissionError) and exc.filename is None and (creds.uid, creds.gid) != (None, None):
+            return f"permission denied switching to uid {creds.uid} gid {creds.gid}"
         in_dir = cwd is not None and exc.filename == cwd
         what = f"dir {cwd}" if in_dir else f"shell {self.shell}"
         if isinstance(exc, FileNotFoundError):

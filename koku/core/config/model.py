@@ -72,6 +72,10 @@ class JobConfig:
     max_failures: int = 3
     catch_up: bool = False
     description: str = ""
+    user: str | None = None  # run as this user (root daemon only); see koku.core.config.identity
+    group: str | None = None
+    nice: int | None = None  # -20..19, relative to the daemon's niceness
+    umask: int | None = None  # e.g. 0o027
     source: str = ""  # the file the job is defined in (as messages name it); "" = the main config
     alerts: JobAlerts = NO_ALERTS  # notify, notify_on, notify_after, remind_every, slow_after, ping
     schedule: Schedule = field(default=None, compare=False, repr=False)  # type: ignore[assignment]

@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any, Callable
 
 from koku.core import notifyconf
+from koku.core.config import identity
 from koku.core.config.model import NAME_MAX, FrozenEnv, OnError
 from koku.core.durations import parse_duration
 from koku.core.schedule import ScheduleError, resolve_zone
@@ -160,7 +161,8 @@ JOB_FIELDS: dict[str, _Converter] = {
     "name": _name, "cron": _string, "command": _string, "dir": _string, "on_error": _on_error,
     "overlap": _boolean, "timeout": partial(_duration, positive=True), "env": _env, "tz": _zone,
     "jitter": _duration, "max_failures": partial(_integer, minimum=1), "catch_up": _boolean,
-    "description": partial(_string, blank_ok=True), **notifyconf.JOB_FIELDS,
+    "description": partial(_string, blank_ok=True), "user": identity.check_user, "group": identity.check_group,
+    "nice": identity.check_nice, "umask": identity.check_umask, **notifyconf.JOB_FIELDS,
 }
 DEFAULTS_FIELDS = {key: conv for key, conv in JOB_FIELDS.items() if key != "name"}
 
