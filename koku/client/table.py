@@ -135,12 +135,22 @@ def job_details(job: dict[str, Any]) -> str:
     return "\n".join(f"{k + ':':<{width + 1}} {_cell(v)}" for k, v in rows)
 
 
+def _notified(entry: dict[str, Any]) -> str:
+    status = {True: "sent", False: "FAILED", None: "pending"}.get(entry.get("delivered"), "?")
+    return f"{entry.get('notifier')}:{entry.get('event')} {status}"
+
+
 def history_table(records: Iterable[dict[str, Any]]) -> str:
-    table = _table(["RUN", "TRIGGER", "STARTED", "DURATION", "OUTCOME", "EXIT", "DESCRIPTION"])
+    records = list(records)
+    notified = any(r.get("notifications") for r in records)  # the column only where alerts are set up
+    table = _table(["RUN", "TRIGGER", "STARTED", "DURATION", "OUTCOME", "EXIT", "DESCRIPTION"]
+                   + (["NOTIFIED"] if notified else []))
     for r in records:
-        table.add_row([r["run"], r.get("trigger"), local_time(r.get("started")),
-                       format_duration(r.get("duration_s")), r.get("outcome") or "running", _cell(r.get("exit_code")),
-                       r.get("description") or ""])
+        row = [r["run"], r.get("trigger"), local_time(r.get("started")), format_duration(r.get("duration_s")),
+               r.get("outcome") or "running", _cell(r.get("exit_code")), r.get("description") or ""]
+        if notified:
+            row.append("\n".join(_notified(n) for n in r.get("notifications") or []))
+        table.add_row(row)
     return _render(table)
 
 

@@ -38,6 +38,10 @@ class RunEvents(Protocol):
     def run_skipped(self, runner: JobRunner, scheduled: str | None, reason: str) -> None: ...
 
 
+def _secs(seconds: float) -> str:
+    return f"{seconds:g}s" if seconds < 60 else format_duration(seconds)
+
+
 class NoEvents:
     def run_started(self, runner: JobRunner, record: RunRecord) -> None:
         pass
@@ -155,7 +159,7 @@ class AlertPolicy:
 
 _SUMMARY = {
     EventKind.FAILURE: "failed", EventKind.RECOVERY: "recovered", EventKind.STOPPED: "was stopped after repeated failures",
-    EventKind.START: "started", EventKind.SUCCESS: "succeeded", EventKind.SLOW: "is still running",
+    EventKind.START: "started", EventKind.SUCCESS: "succeeded", EventKind.SLOW: "is slow",
     EventKind.SKIPPED: "skipped a run", EventKind.TEST: "test notification",
 }
 
@@ -255,4 +259,4 @@ class PolicyEvents:
             record = runner.active.get(run) if runner is not None else None
             if record is not None:
                 self.emit(runner, record, Decision(EventKind.SLOW),
-                          {"reason": f"still running after {format_duration(runner.cfg.alerts.slow_after)}"})
+                          {"reason": f"still running after {_secs(runner.cfg.alerts.slow_after)}"})

@@ -90,12 +90,16 @@ class RunRecord:
     # "starting": saved before the child is spawned (a crash then may or may not have run it);
     # "running": the child exists and ``pid`` is its process group; None once the run has ended.
     phase: str | None = None
+    # What the run caused: {"notifier": "ops" | "ping", "event": "failure", "delivered": true | false |
+    # null while pending, "answer": "HTTP 200 OK" or the reason it failed}.
+    notifications: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         # By hand: dataclasses.asdict deep-copies recursively and is ~10x slower, and state.json is
         # encoded on the daemon's hub after every run.
         d = {name: getattr(self, name) for name in _RECORD_FIELDS}
         d["tail"] = list(self.tail)
+        d["notifications"] = [dict(n) for n in self.notifications]
         return d
 
     @classmethod
@@ -110,7 +114,7 @@ class RunRecord:
                 continue
             value = data[name]
             if check(value):
-                values[name] = list(value) if name == "tail" else value
+                values[name] = list(value) if name in ("tail", "notifications") else value
             elif name in _RECORD_REQUIRED:
                 problems.append(f"{where}: invalid {name} {_show(value)}; record dropped")
                 return None
@@ -234,6 +238,9 @@ _RECORD_CHECKS: dict[str, Callable[[Any], bool]] = {
     "pid": _opt(lambda v: type(v) is int and 1 < v <= MAX_PID),
     "tail": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
     "phase": _opt(lambda v: v in ("starting", "running")),
+    "notifications": lambda v: isinstance(v, list) and all(
+        isinstance(n, dict) and isinstance(n.get("notifier"), str) and isinstance(n.get("event"), str)
+        and n.get("delivered") in (True, False, None) for n in v),
 }
 _RECORD_REQUIRED = ("run", "trigger", "started")
 _MEMORY_CHECKS: dict[str, Callable[[Any], bool]] = {

@@ -20,6 +20,7 @@ from koku.core.durations import parse_duration
 from koku.errors import BadValue as Bad
 
 NOTIFIER_TIMEOUT = 10.0  # seconds one delivery attempt may take, unless "timeout" says otherwise
+NOTIFIER_RETRIES = 3  # attempts after the first, with backoff, before a delivery is given up
 
 
 class EventKind(str, Enum):
@@ -60,6 +61,7 @@ class NotifierConfig:
     mail: tuple[str, ...] = ()
     command: str | None = None
     timeout: float = NOTIFIER_TIMEOUT
+    retries: int = NOTIFIER_RETRIES
 
     def describe(self) -> str:
         if self.kind is NotifierKind.WEBHOOK:
@@ -251,6 +253,7 @@ DAEMON_FIELDS: dict[str, _Converter] = {"metrics_listen": _listen, "metrics_file
 NOTIFIER_FIELDS: dict[str, _Converter] = {
     "webhook": _url, "format": lambda k, v: _choice(k, v, WebhookFormat), "headers": _headers,
     "mail": _addresses, "command": _string, "timeout": _duration,
+    "retries": lambda k, v: _integer(k, v, 0, 10),
 }
 SMTP_FIELDS: dict[str, _Converter] = {
     "host": _string, "port": lambda k, v: _integer(k, v, 1, 65535), "starttls": _boolean, "from": _address,

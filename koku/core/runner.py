@@ -305,6 +305,15 @@ class JobRunner:
         gap = (runs[-1].timestamp() - runs[0].timestamp()) / max(1, exact)
         return sched.next_after(shifted(runs[-1], gap * (skips - exact - 1)))
 
+    def note_notification(self, record: RunRecord, entry: dict[str, Any], **outcome: Any) -> None:
+        """A notification this run caused was queued (``entry`` is new) or has an outcome: the record is
+        this runner's, so others report here rather than editing it."""
+        if not outcome:
+            record.notifications.append(entry)
+        else:
+            entry.update(outcome)
+        self.ctx.changed(self.cfg.name)
+
     # ----- reporting ---------------------------------------------------------------------------
     def next_run(self) -> datetime | None:
         if self.mem.paused or self.mem.stopped or self.retired:

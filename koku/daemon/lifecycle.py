@@ -31,6 +31,7 @@ from koku.core import logfmt
 from koku.core.clock import Clock
 from koku.core.config import Config, load_config
 from koku.daemon import reload
+from koku.daemon.alerting import NOTIFY_GRACE, DaemonAlerts
 from koku.errors import AlreadyRunning, ConfigError
 from koku.daemon.clock import GeventClock
 from koku.daemon.executor import ProcessExecutor
@@ -162,10 +163,12 @@ class Daemon:
             logfmt.warning(warning)
         self.executor = ProcessExecutor(self.clock, self.paths.log_dir, lambda: self.config)  # type: ignore[arg-type,return-value]
         self._recover_interrupted()
+        self.alerts = DaemonAlerts(self.clock, lambda: self.config,  # type: ignore[arg-type,return-value]
+                                   lambda name: self.runners.get(name) or self.retired.get(name))
         # One context shared by every runner (10,000 jobs must not mean 10,000 copies).
         self.context = Context(clock=self.clock, scheduler=self.scheduler, daemon=self.config.daemon,
                                executor=self.executor, changed=self._job_changed, rng=random.Random(),
-                               run_ended=self._run_ended, config_file=str(self.config_path))
+                               run_ended=self._run_ended, config_file=str(self.config_path), events=self.alerts)
         group = self.config.daemon.socket_group if os.geteuid() == 0 else None
         self.server = ControlServer(self.paths.socket, self.control.handle, group, self.clock)
         self.server.start()
@@ -173,6 +176,7 @@ class Daemon:
             self._add_runner(job, startup=True)
         self._spawn("scheduler", self._scheduler_loop)
         self._spawn("saver", self._saver_loop)
+        self.alerts.start()
         self._install_signals()
         logfmt.info("daemon started", pid=os.getpid(), version=__version__, config=str(self.config_path),
                     jobs=len(self.runners), socket=str(self.paths.socket))
@@ -386,6 +390,7 @@ class Daemon:
         deadline = self.clock.monotonic() + self.config.daemon.kill_grace + 5
         for run in self.executor.running():
             self.clock.wait(run, max(0.0, deadline - self.clock.monotonic()))
+        self.alerts.close(NOTIFY_GRACE)  # before the last save: it records what was delivered
         saver = self._greenlets.pop("saver", None)
         if saver is not None:
             # Joined, not killed: a killed saver leaves its threadpool write running, and that write

@@ -1,0 +1,213 @@
+"""Alerts from the real daemon: webhooks and pings to a loopback HTTP server, the command notifier, mail
+through a fake sendmail on PATH, the storm, recovery, reminders, slow runs, retries and a dead endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from alerthelp import EVERY_SECOND, NEVER, Hook, alert_config
+from conftest import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def hook():
+    server = Hook()
+    yield server
+    server.close()
+
+
+def flaky(kenv, name: str = "flaky") -> str:
+    """A command that fails (exit 3, printing "boom") until the file ``ok`` exists in the work dir."""
+    return f'if [ -e {kenv.work}/ok ]; then echo fine; else echo boom; exit 3; fi'
+
+
+def history(kenv, name: str, n: int = 50) -> list[dict]:
+    return kenv.request({"History": {"name": name, "limit": n}})["History"]
+
+
+def test_failure_alert_payload_then_recovery_in_order(kenv, hook):
+    kenv.write_config(alert_config(
+        {"name": "flaky", "cron": EVERY_SECOND, "command": flaky(kenv), "notify": ["ops"]},
+        notify={"ops": {"webhook": hook.url(), "headers": {"Authorization": "Bearer abc"}}}))
+    kenv.start()
+    wait_for(lambda: hook.events(), 15, what="a failure webhook")
+    time.sleep(2.5)  # more failures: still one alert
+    (kenv.work / "ok").touch()
+    wait_for(lambda: len(hook.events()) >= 2, 15, what="the recovery webhook")
+    failure, recovery = hook.events()[:2]
+    first = hook.received[0]
+    assert first.method == "POST" and first.headers["Authorization"] == "Bearer abc"
+    assert first.headers["Content-Type"] == "application/json"
+    assert failure["event"] == "failure" and failure["job"] == "flaky" and failure["consecutive_failures"] == 1
+    assert failure["host"] == os.uname().nodename and failure["koku_version"]
+    assert failure["run"]["run"] == 1 and failure["run"]["exit_code"] == 3 and failure["run"]["tail"] == ["boom"]
+    assert failure["run"]["outcome"] == "failure" and failure["state"] == "idle" and failure["time"]
+    assert recovery["event"] == "recovery" and recovery["run"]["outcome"] == "success"
+    assert recovery["run"]["run"] >= 3 and recovery["consecutive_failures"] == 0
+    time.sleep(1.5)
+    assert len(hook.events()) == 2, hook.events()
+    # history says which notifications the run caused and whether they arrived
+    runs = {r["run"]: r for r in history(kenv, "flaky")}
+    assert runs[1]["notifications"] == [{"notifier": "ops", "event": "failure", "delivered": True,
+                                         "answer": "HTTP 200 OK"}]
+    assert runs[2]["notifications"] == []
+    res = kenv.ku("history", "flaky", "-n", "50")
+    assert res.returncode == 0 and "ops:failure" in res.stdout, res.stdout
+
+
+def test_storm_failing_every_second_for_10s_sends_one_alert(kenv, hook):
+    kenv.write_config(alert_config(
+        {"name": "storm", "cron": EVERY_SECOND, "command": "exit 1", "notify": ["ops"]},
+        notify={"ops": {"webhook": hook.url()}}))
+    kenv.start()
+    time.sleep(10)
+    runs = kenv.status("storm")["runs"]
+    assert runs >= 8
+    assert [e["event"] for e in hook.events()] == ["failure"]
+
+
+def test_retry_after_500_then_delivered(kenv, hook):
+    hook.statuses.extend([500, 503])
+    kenv.write_config(alert_config(
+        {"name": "once", "cron": NEVER, "command": "exit 2", "notify": ["ops"]},
+        notify={"ops": {"webhook": hook.url()}}))
+    kenv.start()
+    assert kenv.ku("run", "once", "--wait").returncode == 2
+    wait_for(lambda: len(hook.received) >= 3, 20, what="two retries")
+    gaps = [b.at - a.at for a, b in zip(hook.received, hook.received[1:])]
+    assert 0.8 < gaps[0] < 4 and 1.8 < gaps[1] < 6, gaps  # backoff 1 s, then 2 s
+    assert all(r.json()["run"]["run"] == 1 for r in hook.received)
+    wait_for(lambda: history(kenv, "once")[0]["notifications"][0]["delivered"], 10, what="delivered in history")
+    assert history(kenv, "once")[0]["notifications"][0]["answer"] == "HTTP 200 OK"
+    log = kenv.daemon_log()
+    assert "notification failed; will retry" in log and "HTTP 500" in log
+
+
+def test_server_that_never_answers_is_given_up_and_runs_go_on(kenv, hook):
+    hook.hang = True
+    out = kenv.work / "runs"
+    kenv.write_config(alert_config(
+        {"name": "tick", "cron": EVERY_SECOND, "command": f"echo x >> {out}; exit 1", "notify": ["dead"]},
+        notify={"dead": {"webhook": hook.url(), "timeout": "1s", "retries": 1}}))
+    kenv.start()
+    wait_for(lambda: "notification given up" in kenv.daemon_log(), 20, what="the delivery given up")
+    assert len(hook.received) == 2  # the first attempt and one retry
+    line = next(l for l in kenv.daemon_log().splitlines() if "notification given up" in l)
+    assert "notifier=dead" in line and "timed out" in line or "no answer" in line, line
+    # runs went on every second while the notifier hung
+    count = len(out.read_text().split())
+    time.sleep(2.5)
+    assert len(out.read_text().split()) >= count + 2
+    first = {r["run"]: r for r in history(kenv, "tick")}[1]
+    assert first["notifications"][0]["delivered"] is False
+    assert kenv.ku("status").returncode == 0
+
+
+def test_pings_start_success_and_failure_with_output(kenv, hook):
+    kenv.write_config(alert_config(
+        {"name": "hc", "cron": NEVER, "command": flaky(kenv), "ping": hook.url("/ping/abc")},
+        notify={}))
+    kenv.start()
+    assert kenv.ku("run", "hc", "--wait").returncode == 3
+    (kenv.work / "ok").touch()
+    assert kenv.ku("run", "hc", "--wait").returncode == 0
+    wait_for(lambda: len(hook.received) >= 4, 15, what="four pings")
+    paths = [r.path.partition("?rid=") for r in hook.received]
+    assert [p for p, _, _ in paths] == ["/ping/abc/start", "/ping/abc/3", "/ping/abc/start", "/ping/abc"]
+    rids = [rid for _, _, rid in paths]
+    assert rids[0] == rids[1] and rids[2] == rids[3] and rids[0] != rids[2] and len(rids[0]) == 36
+    assert hook.received[1].body == b"boom" and hook.received[3].body == b"fine"
+    assert hook.received[0].body == b""
+
+
+def test_command_notifier_gets_event_on_stdin_and_env(kenv):
+    out = kenv.work / "page"
+    kenv.write_config(alert_config(
+        {"name": "job1", "cron": NEVER, "command": "exit 4", "notify": ["page"]},
+        notify={"page": {"command": f'cat > {out}.json; echo "$KOKU_EVENT $KOKU_JOB $KOKU_RUN_ID" > {out}.env'}}))
+    kenv.start()
+    kenv.ku("run", "job1", "--wait")
+    wait_for(lambda: (kenv.work / "page.env").exists(), 10, what="the command notifier")
+    time.sleep(0.2)
+    assert (kenv.work / "page.env").read_text().split() == ["failure", "job1", "1"]
+    event = json.loads((kenv.work / "page.json").read_text())
+    assert event["event"] == "failure" and event["run"]["exit_code"] == 4
+
+
+def test_command_notifier_killed_after_timeout(kenv):
+    kenv.write_config(alert_config(
+        {"name": "job1", "cron": NEVER, "command": "exit 4", "notify": ["slow"]},
+        notify={"slow": {"command": f"echo $$ > {kenv.work}/pid; sleep 30", "timeout": "1s", "retries": 0}}))
+    kenv.start()
+    kenv.ku("run", "job1", "--wait")
+    wait_for(lambda: "notification given up" in kenv.daemon_log(), 15, what="the command given up")
+    line = next(l for l in kenv.daemon_log().splitlines() if "notification given up" in l)
+    assert "timed out after 1s" in line, line
+    pid = int((kenv.work / "pid").read_text())
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] == "Z",
+             5, what="the notifier's shell gone")
+
+
+def write_fake_sendmail(kenv) -> Path:
+    bindir = kenv.root / "bin"
+    bindir.mkdir()
+    script = bindir / "sendmail"
+    script.write_text(f'#!/bin/sh\necho "$@" > {kenv.work}/sendmail.args\ncat > {kenv.work}/mail.txt\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    kenv.env["PATH"] = f"{bindir}:{kenv.env.get('PATH', '/usr/bin:/bin')}"
+    return script
+
+
+def test_mail_through_sendmail(kenv):
+    write_fake_sendmail(kenv)
+    kenv.write_config(alert_config(
+        {"name": "backup", "cron": NEVER, "command": "echo disk full; exit 5", "notify": ["mail"]},
+        notify={"mail": {"mail": ["ops@example.com", "dev@example.com"]}}))
+    kenv.start()
+    kenv.ku("run", "backup", "--wait")
+    wait_for(lambda: "notification delivered" in kenv.daemon_log(), 10, what="the mail")
+    assert (kenv.work / "sendmail.args").read_text().split() == ["-t", "-oi"]
+    mail = (kenv.work / "mail.txt").read_text()
+    assert "To: ops@example.com, dev@example.com" in mail
+    assert f"From: koku@{os.uname().nodename}" in mail
+    assert 'Subject: koku@' in mail and 'job "backup" failed (exit status 5), run 1' in mail
+    assert "  disk full" in mail and '"event": "failure"' in mail
+
+
+def test_remind_every_while_it_keeps_failing(kenv, hook):
+    kenv.write_config(alert_config(
+        {"name": "bad", "cron": EVERY_SECOND, "command": "exit 1", "notify": ["ops"], "remind_every": "2s"},
+        notify={"ops": {"webhook": hook.url()}}))
+    kenv.start()
+    wait_for(lambda: hook.events(), 15, what="the first alert")
+    time.sleep(5.2)
+    events = hook.events()
+    assert all(e["event"] == "failure" for e in events)
+    assert [bool(e.get("reminder")) for e in events][:1] == [False]
+    assert 2 <= len(events) <= 4 and all(e.get("reminder") for e in events[1:]), events
+    runs = [e["run"]["run"] for e in events]
+    assert all(b - a >= 2 for a, b in zip(runs, runs[1:])), runs
+
+
+def test_slow_after_sends_one_slow_event(kenv, hook):
+    kenv.write_config(alert_config(
+        {"name": "long", "cron": NEVER, "command": "sleep 3", "notify": ["ops"], "notify_on": ["slow"],
+         "slow_after": "1s"},
+        notify={"ops": {"webhook": hook.url(), "format": "slack"}}))
+    kenv.start()
+    started = time.monotonic()
+    assert kenv.ku("run", "long", "--wait").returncode == 0
+    time.sleep(0.5)
+    assert len(hook.received) == 1
+    slow = hook.received[0]
+    assert 0.8 < slow.at - started < 2.9
+    assert slow.json() == {"text": f'koku@{os.uname().nodename}: job "long" is slow (still running '
+                                   'after 1s), run 1'}
