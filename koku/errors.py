@@ -97,3 +97,15 @@ class BadValue(Exception):
     def __init__(self, *tails: str):
         super().__init__(*tails)
         self.tails = tails
+
+
+class DeliveryError(KokuError):
+    """One attempt to deliver a notification failed. ``reason`` is for logs, history and ``ku notify
+    test``; ``retry`` says whether another attempt may help (a 503 may, a 404 or a bad password not)."""
+
+    exit_code = 1
+
+    def __init__(self, reason: str, retry: bool = True):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry = retry

@@ -211,3 +211,30 @@ def test_slow_after_sends_one_slow_event(kenv, hook):
     assert 0.8 < slow.at - started < 2.9
     assert slow.json() == {"text": f'koku@{os.uname().nodename}: job "long" is slow (still running '
                                    'after 1s), run 1'}
+
+
+def test_ku_check_shows_notifiers_and_reports_every_problem(kenv):
+    kenv.write_config(alert_config(
+        {"name": "backup", "cron": NEVER, "command": "true", "notify": ["ops", "mail"], "notify_after": 2,
+         "ping": "https://hc-ping.com/abc"},
+        {"name": "quiet", "cron": NEVER, "command": "true"},
+        notify={"ops": {"webhook": "https://hooks.example.com/x"}, "mail": {"mail": "ops@example.com"},
+                "page": {"command": "page-me"}}))
+    res = kenv.ku("check")
+    assert res.returncode == 0, res.stderr
+    assert ('job "backup" notifies: ops (webhook https://hooks.example.com/x), mail (mail ops@example.com); '
+            'on failure, recovery, stopped; after 2 failures in a row; ping https://hc-ping.com/abc') in res.stdout
+    assert 'notifier "page" (command page-me) is used by no job' in res.stdout
+    assert 'quiet' not in res.stdout.split("valid", 1)[1].split("+")[-1]
+    kenv.write_config(alert_config(
+        {"name": "backup", "cron": NEVER, "command": "true", "notify": ["opz"], "remind_every": "often"},
+        notify={"ops": {"webhook": "hooks.example.com"}, "mail": {"mail": "ops-at-example"}}))
+    res = kenv.ku("check")
+    assert res.returncode == 2 and res.stdout == ""
+    errors = res.stderr.splitlines()
+    assert len(errors) == 4, errors
+    assert all(e.startswith(f"koku: error: {kenv.config}: ") for e in errors)
+    assert any('[notify.ops]: key "webhook"' in e and '"hooks.example.com"' in e for e in errors)
+    assert any('[notify.mail]: key "mail": "ops-at-example"' in e for e in errors)
+    assert any('job "backup": key "notify": unknown notifier "opz" (did you mean "ops"?)' in e for e in errors)
+    assert any('job "backup": key "remind_every"' in e and '"often"' in e for e in errors)

@@ -48,8 +48,9 @@ def cmd_check(args: dict[str, Any]) -> int:
     if args["--json"]:
         print_json([
             {"name": p.name, "cron": p.cron, "tz": p.tz, "next": [dt.isoformat() for dt in p.next],
-             "warnings": list(p.warnings), "file": files[p.name]}
-            for p in previews
+             "warnings": list(p.warnings), "file": files[p.name], "notify": list(job.alerts.notify),
+             "ping": job.alerts.ping}
+            for p, job in zip(previews, cfg.jobs)
         ])
         for w in general:
             print(f"koku: warning: {w}", file=sys.stderr)
@@ -59,6 +60,10 @@ def cmd_check(args: dict[str, Any]) -> int:
     if previews:
         # The FILE column only when there is more than one file to tell apart.
         print(table.check_table(previews, files if cfg.dropins else None))
+    from koku.core.notifyconf import check_lines
+
+    for line in check_lines(cfg.jobs, cfg.alerting):
+        print(line)
     for p in previews:
         for w in p.warnings:
             print(f"warning: job \"{p.name}\": {w}")

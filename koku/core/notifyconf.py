@@ -365,3 +365,27 @@ def _smtp(raw: dict[str, Any], problem: Callable[[str], None]) -> SmtpConfig | N
     if "from" in good:
         good["sender"] = good.pop("from")
     return SmtpConfig(**good)
+
+
+def check_lines(jobs: Iterable[Any], alerting: Alerting) -> list[str]:
+    """``ku check``'s account of who gets told what: one line per job with alert keys, then notifiers
+    no job uses. ``jobs`` are JobConfigs."""
+    lines, used = [], set()
+    for job in jobs:
+        alerts: JobAlerts = job.alerts
+        if alerts is NO_ALERTS:
+            continue
+        used.update(alerts.notify)
+        parts = [", ".join(f"{name} ({alerting.notifiers[name].describe()})" for name in alerts.notify
+                           if name in alerting.notifiers) or "no notifiers"]
+        if alerts.notify:
+            on = [kind.value for kind in EventKind if kind in alerts.notify_on]
+            parts.append("on " + ", ".join(on))
+            if alerts.notify_after > 1:
+                parts.append(f"after {alerts.notify_after} failures in a row")
+        if alerts.ping:
+            parts.append(f"ping {alerts.ping}")
+        lines.append(f'job "{job.name}" notifies: ' + "; ".join(parts))
+    for name in sorted(set(alerting.notifiers) - used):
+        lines.append(f'notifier "{name}" ({alerting.notifiers[name].describe()}) is used by no job')
+    return lines

@@ -26,6 +26,7 @@ from koku.core.runner import JobRunner, iso
 from koku.core.stats import RunStats
 from koku.daemon import notify_send
 from koku.daemon.notify import Delivery, Dispatcher
+from koku.errors import DeliveryError
 
 NOTIFY_GRACE = 5.0  # seconds pending notifications get at daemon shutdown
 PING_TIMEOUT = 10.0  # seconds per ping attempt
@@ -128,7 +129,7 @@ class DaemonAlerts:
                            notifier=name)
         try:
             answer = self._send(notifier, event)
-        except notify_send.DeliveryError as exc:
+        except DeliveryError as exc:
             self.stats.notified(name, "failed")
             return False, f"{name} ({notifier.describe()}): not delivered: {exc.reason}"
         self.stats.notified(name, "delivered")

@@ -18,7 +18,7 @@ import gevent
 import gevent.event
 
 from koku.core import logfmt
-from koku.daemon.notify_send import DeliveryError
+from koku.errors import DeliveryError
 
 BACKOFF = 1.0  # seconds before the first retry; doubles each time
 BACKOFF_MAX = 60.0

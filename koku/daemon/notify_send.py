@@ -27,16 +27,10 @@ import gevent
 from koku.core.alerts import encode_event, summary
 from koku.core.notifyconf import NotifierConfig, NotifierKind, SmtpConfig, WebhookFormat
 from koku.daemon.notify_exec import run_with_input
+from koku.errors import DeliveryError
 
 READ_MAX = 64 * 1024  # bytes of an HTTP answer read (and thrown away) so the connection ends cleanly
 ANSWER_MAX = 200  # characters of an answer body quoted in a reason
-
-
-class DeliveryError(Exception):
-    def __init__(self, reason: str, retry: bool = True):
-        super().__init__(reason)
-        self.reason = reason
-        self.retry = retry
 
 
 _ssl_lock = threading.Lock()
