@@ -43,7 +43,7 @@ class DaemonAlerts:
         self.host = socket.gethostname()
         self.policy = AlertPolicy(clock)
         self.events = PolicyEvents(self.policy, self._emit)
-        self.dispatcher = Dispatcher()
+        self.dispatcher = Dispatcher(clock)
         self.stats = RunStats()
         self.on_run_ended: Callable[[], None] = lambda: None  # the metrics file writer listens here
         self._base_env = dict(os.environ)
@@ -94,7 +94,7 @@ class DaemonAlerts:
 
     def _send(self, notifier: NotifierConfig, event: dict[str, Any]) -> str:
         config = self._config()
-        return notify_send.deliver(notifier, event, smtp=config.alerting.smtp, host=self.host,
+        return notify_send.deliver(self.clock, notifier, event, smtp=config.alerting.smtp, host=self.host,
                                    shell=config.daemon.shell, base_env=self._base_env, user_agent=USER_AGENT)
 
     def _ping(self, runner: JobRunner, record: RunRecord, kind: str) -> None:
@@ -102,8 +102,8 @@ class DaemonAlerts:
         url = ping_url(runner.cfg.alerts.ping, kind, runner.cfg.name, record)
         body = ping_body(record) if kind == "end" else b""
         headers = {"User-Agent": USER_AGENT, "Content-Type": "text/plain; charset=utf-8"}
-        self._queue(runner, record, "ping", kind, partial(notify_send.post, url, body, headers, PING_TIMEOUT),
-                    PING_RETRIES)
+        send = partial(notify_send.post, self.clock, url, body, headers, PING_TIMEOUT)
+        self._queue(runner, record, "ping", kind, send, PING_RETRIES)
 
     def _queue(self, runner: JobRunner, record: RunRecord | None, target: str, kind: str, send: Callable[[], str],
                retries: int) -> None:
@@ -148,12 +148,20 @@ class DaemonAlerts:
             deadline = self.policy.next_deadline()
             wait = SLOW_CHECK_MAX if deadline is None else max(0.0, deadline - self.clock.monotonic())
             self._wake.clear()
-            self._wake.wait(min(wait, SLOW_CHECK_MAX))
+            self.clock.wait(self._wake, min(wait, SLOW_CHECK_MAX))
 
     def _watcher_died(self, glet: gevent.Greenlet) -> None:
-        logfmt.error("slow-run watcher died; restarting it", reason=repr(glet.exception))
+        logfmt.error("slow-run watcher died; restarting it in 1s", reason=repr(glet.exception))
         if not self._stopped:
-            gevent.spawn_later(1.0, self.start)
+            self._watcher = gevent.Greenlet(self._restart_later)
+            self._watcher.name = "alerts:slow"
+            self._watcher.link_exception(self._watcher_died)
+            self._watcher.start()
+
+    def _restart_later(self) -> None:
+        # A second's pause, so that a watcher that dies at once cannot spin.
+        self.clock.sleep(1.0)
+        self._watch_slow()
 
     def forget(self, job: str) -> None:
         self.policy.forget(job)

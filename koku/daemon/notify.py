@@ -18,6 +18,7 @@ import gevent
 import gevent.event
 
 from koku.core import logfmt
+from koku.core.clock import Clock
 from koku.errors import DeliveryError
 
 BACKOFF = 1.0  # seconds before the first retry; doubles each time
@@ -36,7 +37,8 @@ class Delivery:
 
 
 class Dispatcher:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
         self._queues: dict[str, deque[Delivery]] = {}
         self._workers: dict[str, gevent.Greenlet] = {}
         self._closing = False
@@ -105,7 +107,7 @@ class Dispatcher:
             delay = min(BACKOFF * 2**attempt, BACKOFF_MAX)
             logfmt.warning("notification failed; will retry", job=d.job, notifier=d.target, event=d.kind,
                            reason=reason, attempt=attempt + 1, retry_in=delay)
-            self._hurry.wait(delay)
+            self.clock.wait(self._hurry, delay)
         logfmt.error("notification given up", job=d.job, notifier=d.target, event=d.kind, reason=reason)
         d.done(False, reason)
 
@@ -130,10 +132,11 @@ class Dispatcher:
         self._hurry.set()
         if self._workers:
             logfmt.info("delivering pending notifications", pending=self.pending(), grace=grace)
-            self._idle.wait(grace)
+            self.clock.wait(self._idle, grace)
         for job, worker in list(self._workers.items()):
             worker.unlink(self._worker_died)
-            worker.kill(block=True, timeout=1.0)
+            worker.kill(block=False)
+            self.clock.wait(worker, 1.0)
             for d in self._queues.pop(job, ()):
                 logfmt.warning("notification not delivered: the daemon stopped", job=d.job, notifier=d.target,
                                event=d.kind)

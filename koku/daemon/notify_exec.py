@@ -18,6 +18,7 @@ import gevent
 import gevent.event
 import gevent.os
 
+from koku.core.clock import Clock
 from koku.daemon.process import describe_exit, kill_group
 
 KILL_GRACE = 2.0  # seconds between TERM and KILL for a notifier that overran its timeout
@@ -40,7 +41,7 @@ class ExecResult:
         return self.description + (f": {text[-1][:200]}" if text else "")
 
 
-def run_with_input(argv: list[str], env: Mapping[str, str], data: bytes, timeout: float) -> ExecResult:
+def run_with_input(argv: list[str], env: Mapping[str, str], data: bytes, timeout: float, clock: Clock) -> ExecResult:
     """Run ``argv`` with ``data`` on stdin; block this greenlet (not the hub) until it ends or is killed.
 
     Raises OSError when it cannot be started (the caller turns that into a delivery failure).
@@ -84,18 +85,19 @@ def run_with_input(argv: list[str], env: Mapping[str, str], data: bytes, timeout
     reader.name = f"notify-output-{popen.pid}"
     timed_out = False
     try:
-        if not done.wait(timeout):
+        if not clock.wait(done, timeout):
             timed_out = True
             kill_group(popen.pid, signal.SIGTERM)
-            if not done.wait(KILL_GRACE):
+            if not clock.wait(done, KILL_GRACE):
                 kill_group(popen.pid, signal.SIGKILL)
-                done.wait()
-        reader.join(timeout=DRAIN)
+                clock.wait(done, None)
+        clock.wait(reader, DRAIN)
     finally:
         if popen.returncode is None:  # this greenlet was killed (daemon shutdown): take the group down
             kill_group(popen.pid, signal.SIGKILL)
         for glet in (writer, reader):
-            glet.kill(block=True, timeout=1.0)
+            glet.kill(block=False)
+            clock.wait(glet, 1.0)
         if not fed:
             os.close(in_w)
         os.close(out_r)

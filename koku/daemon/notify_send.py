@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 import gevent
 
 from koku.core.alerts import encode_event, summary
+from koku.core.clock import Clock
 from koku.core.notifyconf import NotifierConfig, NotifierKind, SmtpConfig, WebhookFormat
 from koku.daemon.notify_exec import run_with_input
 from koku.errors import DeliveryError
@@ -46,14 +47,13 @@ def ssl_context() -> ssl.SSLContext:
         return _ssl_context
 
 
-def in_thread(func: Callable[..., Any], *args: Any, timeout: float) -> Any:
+def in_thread(clock: Clock, func: Callable[..., Any], *args: Any, timeout: float) -> Any:
     """Run ``func`` in gevent's threadpool; give up waiting after ``timeout`` seconds (the thread's own
     socket timeout ends it soon after)."""
     result = gevent.get_hub().threadpool.spawn(func, *args)
-    try:
-        return result.get(timeout=timeout)
-    except gevent.Timeout:
-        raise DeliveryError(f"no answer within {timeout:g}s") from None
+    if not clock.wait(result, timeout):
+        raise DeliveryError(f"no answer within {timeout:g}s")
+    return result.get()
 
 
 def _describe_network_error(exc: BaseException) -> str:
@@ -85,9 +85,9 @@ def _http(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> 
         raise DeliveryError(_describe_network_error(exc)) from None
 
 
-def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> str:
+def post(clock: Clock, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> str:
     """POST ``body``; 2xx is delivered, 5xx/429/network errors may be retried, other 4xx are final."""
-    status, reason, text = in_thread(_http, url, body, headers, timeout, timeout=timeout * 2 + 1)
+    status, reason, text = in_thread(clock, _http, url, body, headers, timeout, timeout=timeout * 2 + 1)
     answer = f"HTTP {status} {reason}".strip()
     if 200 <= status < 300:
         return answer
@@ -95,28 +95,29 @@ def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> s
     raise DeliveryError(answer + (f": {quoted}" if quoted else ""), retry=status >= 500 or status == 429)
 
 
-def webhook(notifier: NotifierConfig, event: dict[str, Any], user_agent: str) -> str:
+def webhook(clock: Clock, notifier: NotifierConfig, event: dict[str, Any], user_agent: str) -> str:
     assert notifier.webhook is not None
     if notifier.format is WebhookFormat.SLACK:
         body = json.dumps({"text": summary(event)}, ensure_ascii=False).encode()
     else:
         body = encode_event(event)
     headers = {"Content-Type": "application/json", "User-Agent": user_agent, **dict(notifier.headers)}
-    return post(notifier.webhook, body, headers, notifier.timeout)
+    return post(clock, notifier.webhook, body, headers, notifier.timeout)
 
 
-def command(notifier: NotifierConfig, event: dict[str, Any], shell: str, base_env: Mapping[str, str]) -> str:
+def command(clock: Clock, notifier: NotifierConfig, event: dict[str, Any], shell: str,
+            base_env: Mapping[str, str]) -> str:
     assert notifier.command is not None
     run = event.get("run") or {}
     env = {**base_env, "KOKU_EVENT": event["event"], "KOKU_JOB": event.get("job") or "",
            "KOKU_RUN_ID": str(run.get("run") or ""), "KOKU_NOTIFIER": notifier.name}
-    return _spawn([shell, "-c", notifier.command], env, encode_event(event) + b"\n", notifier.timeout,
+    return _spawn(clock, [shell, "-c", notifier.command], env, encode_event(event) + b"\n", notifier.timeout,
                   f"command {notifier.command}")
 
 
-def _spawn(argv: list[str], env: Mapping[str, str], data: bytes, timeout: float, what: str) -> str:
+def _spawn(clock: Clock, argv: list[str], env: Mapping[str, str], data: bytes, timeout: float, what: str) -> str:
     try:
-        result = run_with_input(argv, env, data, timeout)
+        result = run_with_input(argv, env, data, timeout, clock)
     except OSError as exc:
         raise DeliveryError(f"{what}: cannot start: {exc.strerror or exc}", retry=False) from None
     if not result.ok:
@@ -148,10 +149,11 @@ def mail_message(addresses: tuple[str, ...], sender: str, event: dict[str, Any])
     return msg
 
 
-def mail_sendmail(notifier: NotifierConfig, event: dict[str, Any], sender: str, base_env: Mapping[str, str]) -> str:
+def mail_sendmail(clock: Clock, notifier: NotifierConfig, event: dict[str, Any], sender: str,
+                  base_env: Mapping[str, str]) -> str:
     """As cron's MAILTO: ``sendmail -t -oi`` reads the recipients from the headers."""
     data = mail_message(notifier.mail, sender, event).as_bytes()
-    return "sendmail: " + _spawn(["sendmail", "-t", "-oi"], base_env, data, notifier.timeout, "sendmail")
+    return "sendmail: " + _spawn(clock, ["sendmail", "-t", "-oi"], base_env, data, notifier.timeout, "sendmail")
 
 
 def _smtp_send(smtp: SmtpConfig, msg: EmailMessage) -> str:
@@ -186,19 +188,19 @@ def _smtp_send(smtp: SmtpConfig, msg: EmailMessage) -> str:
     return f"SMTP {smtp.host}:{smtp.port} accepted"
 
 
-def mail_smtp(notifier: NotifierConfig, event: dict[str, Any], smtp: SmtpConfig, sender: str) -> str:
+def mail_smtp(clock: Clock, notifier: NotifierConfig, event: dict[str, Any], smtp: SmtpConfig, sender: str) -> str:
     msg = mail_message(notifier.mail, sender, event)
-    return in_thread(_smtp_send, smtp, msg, timeout=smtp.timeout * 4 + 1)
+    return in_thread(clock, _smtp_send, smtp, msg, timeout=smtp.timeout * 4 + 1)
 
 
-def deliver(notifier: NotifierConfig, event: dict[str, Any], *, smtp: SmtpConfig | None, host: str, shell: str,
-            base_env: Mapping[str, str], user_agent: str) -> str:
+def deliver(clock: Clock, notifier: NotifierConfig, event: dict[str, Any], *, smtp: SmtpConfig | None, host: str,
+            shell: str, base_env: Mapping[str, str], user_agent: str) -> str:
     """One attempt to send ``event`` through ``notifier``. Returns the answer; raises DeliveryError."""
     if notifier.kind is NotifierKind.WEBHOOK:
-        return webhook(notifier, event, user_agent)
+        return webhook(clock, notifier, event, user_agent)
     if notifier.kind is NotifierKind.COMMAND:
-        return command(notifier, event, shell, base_env)
+        return command(clock, notifier, event, shell, base_env)
     sender = (smtp.sender if smtp else None) or f"koku@{host}"
     if smtp is not None:
-        return mail_smtp(notifier, event, smtp, sender)
-    return mail_sendmail(notifier, event, sender, base_env)
+        return mail_smtp(clock, notifier, event, smtp, sender)
+    return mail_sendmail(clock, notifier, event, sender, base_env)
