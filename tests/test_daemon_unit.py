@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gevent
 import tomli_w
 
@@ -33,3 +35,24 @@ def test_a_crashed_scheduler_greenlet_is_restarted(tmp_path, monkeypatch):
         daemon.request_stop()
         runner.join(10)
     assert runner.successful() and runner.value == 0
+
+
+def test_peer_groups_from_proc_count_only_for_the_same_uid():
+    from koku.daemon.peers import Peer, _proc_groups
+
+    me = Peer(os.getpid(), os.getuid(), os.getgid())
+    assert _proc_groups(me) == set(os.getgroups())
+    assert _proc_groups(me._replace(uid=os.getuid() + 12345)) == set()  # a reused pid: not our peer
+    assert _proc_groups(me._replace(pid=0)) == set()
+
+
+def test_peer_groups_over_a_socketpair_are_our_own():
+    import socket
+
+    from koku.daemon.peers import peer_groups, peer_of
+
+    a, b = socket.socketpair(socket.AF_UNIX)
+    with a, b:
+        peer = peer_of(a)
+        assert peer is not None and peer.pid == os.getpid() and peer.uid == os.getuid()
+        assert peer_groups(a, peer) == set(os.getgroups())

@@ -43,7 +43,7 @@ from koku.core.model import Outcome
 from koku.daemon.process import group_alive
 from koku.core.runner import Context, JobRunner, iso
 from koku.core.scheduler import Scheduler
-from koku.daemon.server import ControlServer
+from koku.daemon.server import ControlServer, connection_limit, raise_fd_limit
 from koku.core.state import StateStore
 
 LOOPS = ("scheduler", "saver")  # the greenlets restarted when they die
@@ -128,12 +128,14 @@ class Daemon:
         self._lock = PidLock(paths.pid_file)
         self.control = Control(self, self.waiters)
         self.server: ControlServer | None = None  # made in _run_locked, once socket_group is known
+        self._fd_limit = 1024
         self.executor: ProcessExecutor | None = None
 
     # ----- start-up ----------------------------------------------------------------------------
     def run(self) -> int:
         """Run until stopped. Raises ConfigError / AlreadyRunning / OSError before start-up completes."""
         self.config = load_config(self.config_path)
+        self._fd_limit = raise_fd_limit()
         self.paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.paths.log_dir.mkdir(exist_ok=True, mode=0o700)
         group = self.config.daemon.socket_group
@@ -170,7 +172,8 @@ class Daemon:
                                executor=self.executor, changed=self._job_changed, rng=random.Random(),
                                run_ended=self._run_ended, config_file=str(self.config_path), events=self.alerts)
         group = self.config.daemon.socket_group if os.geteuid() == 0 else None
-        self.server = ControlServer(self.paths.socket, self.control.handle, group, self.clock)
+        self.server = ControlServer(self.paths.socket, self.control.handle, group, self.clock,
+                                    max_connections=connection_limit(self._fd_limit))
         self.server.start()
         for job in self.config.jobs:
             self._add_runner(job, startup=True)
@@ -179,7 +182,8 @@ class Daemon:
         self.alerts.start()
         self._install_signals()
         logfmt.info("daemon started", pid=os.getpid(), version=__version__, config=str(self.config_path),
-                    jobs=len(self.runners), socket=str(self.paths.socket))
+                    jobs=len(self.runners), socket=str(self.paths.socket), fds=self._fd_limit,
+                    connections=self.server.max_connections)
         self._spawn_after("trim", 1.0, release_free_memory)
         self._dirty.set()
         try:
