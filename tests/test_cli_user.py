@@ -69,3 +69,112 @@ def test_usage_errors_say_what_is_wrong_with_a_short_usage(kenv, argv, first_lin
     assert "Argument(" not in res.stderr and "Warning" not in res.stderr
     assert len(lines) <= 7, res.stderr  # short: not the whole usage text
     assert res.stdout == ""
+
+
+# -- item 3: ku run --wait streams the run's output live; Ctrl-C says the run goes on; ku cancel ----------
+def _popen_ku(kenv, *args, **kw):
+    import subprocess
+
+    from conftest import KU
+
+    return subprocess.Popen(KU + list(args), env=kenv.env, cwd=kenv.work, text=True, **kw)
+
+
+def test_run_wait_streams_output_as_it_comes(kenv):
+    import subprocess
+    import time
+
+    write(kenv, [{"name": "slow", "cron": "@yearly", "command": "echo first; sleep 4; echo second"}])
+    kenv.start()
+    t0 = time.monotonic()
+    proc = _popen_ku(kenv, "run", "slow", "--wait", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == "first\n"
+        assert time.monotonic() - t0 < 3.5  # before the run ends (4 s): live, not at the end
+        assert kenv.status("slow")["state"] == "running"
+        rest, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rest == "second\n" and proc.returncode == 0
+    assert "slow run 1: exit status 0" in err
+
+
+def test_run_wait_prints_only_its_own_run(kenv):
+    write(kenv, [{"name": "multi", "cron": "@yearly", "overlap": True,
+                  "command": 'for i in $(seq 1 30); do echo "run $KOKU_RUN_ID line $i"; sleep 0.05; done'}])
+    kenv.start()
+    assert kenv.ku("run", "multi").returncode == 0  # run 1, in the background
+    res = kenv.ku("run", "multi", "--wait")
+    assert res.returncode == 0, res.stderr
+    # All 30 lines (not the last 20 of the record), none of run 1's, no log header or footer.
+    assert res.stdout.splitlines() == [f"run 2 line {i}" for i in range(1, 31)]
+
+
+def test_run_wait_says_when_output_was_cut(kenv):
+    import subprocess
+    import time
+
+    write(kenv, [{"name": "loud", "cron": "@yearly", "command": "yes koku | head -c 20000000; echo; echo done"}])
+    kenv.start()
+    proc = _popen_ku(kenv, "run", "loud", "--wait", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # Nobody reads for a while: the pipe and then the socket fill, the daemon's bounded stream rolls on.
+        from conftest import wait_for
+
+        wait_for(lambda: kenv.status("loud")["last_outcome"] == "success", 60, what="the run to end")
+        time.sleep(0.5)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "bytes of output not shown here" in err and "ku log loud" in err, err
+    assert len(out) < 20_000_000 and out.endswith("\ndone\n")
+
+
+def test_ctrl_c_leaves_the_run_going_and_ku_cancel_stops_it_with_kill_after_grace(kenv):
+    import signal
+    import subprocess
+
+    from conftest import alive, wait_for
+
+    pidfile = kenv.work / "pid"
+    # The job ignores SIGTERM, so only the SIGKILL after kill_grace (1 s) ends it.
+    write(kenv, [{"name": "stubborn", "cron": "@yearly",
+                  "command": f"trap '' TERM; echo $$ > {pidfile}; echo started; sleep 60"}])
+    kenv.start()
+    proc = _popen_ku(kenv, "run", "stubborn", "--wait", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == "started\n"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert "stubborn run 1 goes on" in err and "ku log stubborn -f" in err and "ku cancel stubborn" in err, err
+    job_pid = int(pidfile.read_text())
+    assert alive(job_pid) and kenv.status("stubborn")["state"] == "running"
+
+    res = kenv.ku("cancel", "stubborn")
+    assert res.returncode == 0 and "cancelling stubborn run 1" in res.stdout, res.stderr
+    wait_for(lambda: not alive(job_pid), 10, what="the job to be killed")
+    record = wait_for(lambda: kenv.request({"History": {"name": "stubborn", "limit": 1}})["History"], 10)[0]
+    assert record["outcome"] == "cancelled"
+    assert record["description"] == "killed by SIGKILL after 1s grace (ku cancel)", record["description"]
+    job = kenv.status("stubborn")
+    assert job["state"] == "idle" and job["consecutive_failures"] == 0  # a cancel is not a failure
+    assert "cancelled" in kenv.ku("status").stdout
+
+
+def test_cancel_refuses_idle_and_unknown_jobs(kenv):
+    write(kenv)
+    kenv.start()
+    idle = kenv.ku("cancel", "hello")
+    assert idle.returncode == 1 and 'job "hello" is not running' in idle.stderr
+    unknown = kenv.ku("cancel", "nope")
+    assert unknown.returncode == 1 and 'unknown job "nope"' in unknown.stderr

@@ -32,6 +32,7 @@ Usage:
   ku daemon run [--log-format=FMT] [options]
   ku status [<name>] [options]
   ku run <name> [--wait] [options]
+  ku cancel <name> [options]
   ku pause <name> [--hours=H | --for=DURATION] [options]
   ku resume <name> [options]
   ku reload [options]
@@ -49,7 +50,8 @@ Commands:
   daemon status   Show the daemon's pid, uptime, version, config and job count.
   daemon run      Run the daemon in the foreground, logging to stderr.
   status          Table of all jobs (or details of one).
-  run             Run a job now; --wait waits, prints its output and exits with its exit code.
+  run             Run a job now; --wait prints its output as it comes and exits with its exit code.
+  cancel          Stop a job's runs in flight (SIGTERM to the group, SIGKILL after kill_grace).
   pause           Pause a job's schedule (until resumed, or for a while).
   resume          Resume a paused or stopped job.
   reload          Re-read the config; a broken config is rejected and the old one keeps running.
@@ -84,6 +86,7 @@ COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "daemon": daemonctl.cmd_daemon,
     "status": remote.cmd_status,
     "run": remote.cmd_run,
+    "cancel": remote.cmd_cancel,
     "pause": remote.cmd_pause,
     "resume": remote.cmd_resume,
     "reload": remote.cmd_reload,

@@ -72,6 +72,19 @@ class Client:
         except ValueError:
             raise ProtocolError(f"the daemon sent something that is not JSON: {line[:200]!r}") from None
 
+    def receive(self) -> tuple[str, Any]:
+        """The next message of a streamed answer (after ``call`` returned its first one); waits forever."""
+        assert self._sock is not None
+        self._sock.settimeout(None)
+        try:
+            line = self._readline()
+        except OSError as exc:
+            raise NotRunningError(f"lost the connection to the daemon on {self.path}: {exc.strerror}") from None
+        try:
+            return protocol.unpack_response(json.loads(line))
+        except ValueError:
+            raise ProtocolError(f"the daemon sent something that is not JSON: {line[:200]!r}") from None
+
     def _readline(self) -> bytes:
         assert self._sock is not None
         if b"\n" not in self._buf:

@@ -49,16 +49,50 @@ def cmd_run(args: dict[str, Any]) -> int:
             message = c.expect({"Run": name}, "Ok")
         print_json({"message": message}) if args["--json"] else print(message)
         return EXIT_OK
-    with client() as c:
-        started = c.expect({"Trigger": name}, "Started")
-        record = c.expect({"Wait": {"name": name, "run": started["run"]}}, "Finished", timeout=None)
     if args["--json"]:
+        with client() as c:
+            started = c.expect({"Trigger": name}, "Started")
+            record = c.expect({"Wait": {"name": name, "run": started["run"]}}, "Finished", timeout=None)
         print_json(record)
-    else:
-        for line in record.get("tail") or []:
-            print(line)
-        print(f"{name} run {record['run']}: {record.get('description')}", file=sys.stderr)
+        return _exit_code_of(record)
+    return _run_and_follow(name)
+
+
+def _run_and_follow(name: str) -> int:
+    """``ku run --wait``: start a run and print its output (its own, not other runs') as it comes."""
+    run = None
+    try:
+        with client() as c:
+            started = c.expect({"RunFollow": name}, "Started")
+            run = started["run"]
+            while True:
+                tag, body = c.receive()
+                if tag == "Output":
+                    if body.get("cut"):
+                        sys.stdout.flush()
+                        print(f"koku: [{body['cut']} bytes of output not shown here: this terminal fell behind; "
+                              f"ku log {name} has all of it]", file=sys.stderr)
+                    sys.stdout.write(body.get("text") or "")
+                    sys.stdout.flush()
+                elif tag == "Finished":
+                    record = body
+                    break
+                elif tag == "Error":
+                    raise DaemonError(str(body))
+                else:
+                    raise DaemonError(f"unexpected answer {tag} while following {name} run {run}")
+    except KeyboardInterrupt:
+        if run is None:
+            raise
+        print(f"\nkoku: stopped waiting; {name} run {run} goes on in the daemon.\n"
+              f"  follow it: ku log {name} -f\n  stop it:   ku cancel {name}", file=sys.stderr)
+        return 130
+    print(f"{name} run {record['run']}: {record.get('description')}", file=sys.stderr)
     return _exit_code_of(record)
+
+
+def cmd_cancel(args: dict[str, Any]) -> int:
+    return _simple(args, {"Cancel": args["<name>"]})
 
 
 def cmd_pause(args: dict[str, Any]) -> int:

@@ -78,7 +78,7 @@ class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs t
 # Requests without an argument: serde writes unit variants as a bare string.
 UNIT_REQUESTS = {"Status", "Reload", "DaemonStatus", "Shutdown", "Ping"}
 # Requests whose argument is a job name.
-NAME_REQUESTS = {"Run", "Pause", "Resume", "Trigger"}
+NAME_REQUESTS = {"Run", "Pause", "Resume", "Trigger", "Cancel", "RunFollow"}
 
 
 def _parse_tagged(kind: str, arg: Any) -> Request:

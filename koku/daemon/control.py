@@ -7,9 +7,10 @@ runs through ``RunWaiters``. Nothing here imports the lifecycle module.
 
 from __future__ import annotations
 
+import codecs
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,6 +45,8 @@ class DaemonView(Protocol):
     def all_runners(self) -> Iterable[JobRunner]: ...
 
     def request_stop(self) -> None: ...
+
+    def cancel_runs(self, runner: JobRunner) -> list[int]: ...
 
     def reload(self) -> tuple[bool, str]: ...
 
@@ -95,7 +98,7 @@ class Control:
             ok, message = self.d.reload()
             return protocol.ok(message) if ok else protocol.error(message)
         runner = self._job(req.name)
-        if kind in ("Run", "Trigger") and self.d.stopping:
+        if kind in ("Run", "Trigger", "RunFollow") and self.d.stopping:
             # A run started now could outlive the daemon: shutdown is already cancelling runs.
             return protocol.error("the daemon is shutting down; no new runs")
         if kind == "Run":
@@ -104,6 +107,16 @@ class Control:
         if kind == "Trigger":
             record = runner.run_now()
             return {"Started": {"name": runner.cfg.name, "run": record.run}}
+        if kind == "RunFollow":
+            record = runner.run_now()  # refusals raise here, before the answer becomes a stream
+            return self._follow(runner, record.run)
+        if kind == "Cancel":
+            runs = self.d.cancel_runs(runner)
+            if not runs:
+                return protocol.error(f"job \"{runner.cfg.name}\" is not running; nothing to cancel")
+            which = ", ".join(str(r) for r in runs)
+            return protocol.ok(f"cancelling {runner.cfg.name} run{'s' if len(runs) > 1 else ''} {which}: SIGTERM "
+                               f"to its process group, SIGKILL after kill_grace")
         if kind == "Wait":
             return {"Finished": self._wait(runner, req.run or 0).to_dict()}
         if kind == "Pause":
@@ -118,6 +131,27 @@ class Control:
         if kind == "Log":
             return {"Log": self._log(runner.cfg.name, req)}
         return protocol.error(f"invalid request: unsupported {kind}")
+
+    def _follow(self, runner: JobRunner, run: int) -> Iterator[Any]:
+        """RunFollow's answer, several messages: Started, then Output as the run writes, then Finished."""
+        name = runner.cfg.name
+        stream = self.waiters.stream(name, run)
+        yield {"Started": {"name": name, "run": run}}
+        if stream is not None:
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            offset = 0
+            while True:
+                data, missed, offset, closed, changed = stream.read(offset)
+                if missed:
+                    decoder.reset()  # the bytes before a gap may end mid-character
+                if data or missed or closed:
+                    text = decoder.decode(data, final=closed)
+                    if text or missed:
+                        yield {"Output": {"text": text, "cut": missed}}
+                if closed:
+                    break
+                changed.wait()
+        yield {"Finished": self._wait(runner, run).to_dict()}
 
     def _wait(self, runner: JobRunner, run: int) -> RunRecord:
         name = runner.cfg.name

@@ -23,12 +23,32 @@ from koku.core.model import RunRecord
 from koku.core.model import Outcome, RunResult
 from koku.daemon.credentials import Credentials
 from koku.daemon.process import ProcessRun
+from koku.daemon.runs import RunStream, RunWaiters
 from koku.core.runner import JobRunner
 
 
+class _Tee:
+    """What ProcessRun writes output to: the job's log, and the run's live stream (``ku run --wait``)."""
+
+    __slots__ = ("_log", "_stream")
+
+    def __init__(self, log: JobLog, stream: RunStream | None):
+        self._log = log
+        self._stream = stream
+
+    def write(self, data: bytes) -> None:
+        self._log.write(data)
+        if self._stream is not None:
+            self._stream.write(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._log, name)
+
+
 class ProcessExecutor:
-    def __init__(self, clock: Clock, log_dir: Path, config: Callable[[], Config]):
+    def __init__(self, clock: Clock, log_dir: Path, config: Callable[[], Config], runs: RunWaiters | None = None):
         self.clock = clock
+        self._runs = runs  # where live readers find each run's output stream
         self.log_dir = log_dir
         self._config = config  # a callable: reload replaces the config
         self._procs: dict[tuple[str, int], ProcessRun] = {}
@@ -62,12 +82,19 @@ class ProcessExecutor:
         g.name = f"run:{runner.cfg.name}:{record.run}"
         g.link_exception(lambda glet: self._crashed(runner, record, glet))
         self._greenlets[key] = g
+        if self._runs is not None:
+            # Opened now, before the run's greenlet starts: whoever asked for the run can attach to it
+            # before any output exists.
+            self._runs.open_stream(*key)
         g.start()
 
-    def cancel(self, runner: JobRunner, run: int, grace: float) -> None:
+    def cancel(self, runner: JobRunner, run: int, grace: float, reason: str = "daemon shutdown") -> bool:
+        """TERM the run's group, KILL it after ``grace`` seconds; False if it is not running here."""
         proc = self._procs.get((runner.cfg.name, run))
-        if proc is not None:
-            proc.cancel(grace)
+        if proc is None:
+            return False
+        proc.cancel(grace, reason)
+        return True
 
     def running(self) -> list[gevent.Greenlet]:
         return list(self._greenlets.values())
@@ -144,7 +171,7 @@ class ProcessExecutor:
                 shell=cfg.shell,
                 cwd=str(cwd),
                 env=self._environment(runner, record, acct),
-                log=log,
+                log=_Tee(log, self._runs.stream(*key) if self._runs is not None else None),  # type: ignore[arg-type]
                 timeout=runner.cfg.timeout,
                 kill_grace=cfg.kill_grace,
                 clock=self.clock,
@@ -164,11 +191,15 @@ class ProcessExecutor:
             self._procs.pop(key, None)
             self._greenlets.pop(key, None)
             self._release_log(name)
+            if self._runs is not None:
+                self._runs.close_stream(*key)
         runner.finish_run(record, result)
 
     def _crashed(self, runner: JobRunner, record: RunRecord, glet: gevent.Greenlet) -> None:
         # A bug in koku, not in the job: record it so the job does not look running forever.
         logfmt.error("run greenlet crashed", job=runner.cfg.name, run=record.run, reason=repr(glet.exception))
+        if self._runs is not None:
+            self._runs.close_stream(runner.cfg.name, record.run)
         if record.run in runner.active:
             now = self.clock.monotonic()
             runner.finish_run(record, RunResult(outcome=Outcome.ERROR, description=f"internal error: {glet.exception!r}",

@@ -163,7 +163,8 @@ class Daemon:
         self.memory, warnings = self.store.load()
         for warning in warnings:
             logfmt.warning(warning)
-        self.executor = ProcessExecutor(self.clock, self.paths.log_dir, lambda: self.config)  # type: ignore[arg-type,return-value]
+        self.executor = ProcessExecutor(self.clock, self.paths.log_dir, lambda: self.config,  # type: ignore[arg-type,return-value]
+                                        runs=self.waiters)
         self._recover_interrupted()
         self.alerts = DaemonAlerts(self.clock, lambda: self.config,  # type: ignore[arg-type,return-value]
                                    lambda name: self.runners.get(name) or self.retired.get(name))
@@ -370,6 +371,11 @@ class Daemon:
             self.retired[name] = runner
 
     # ----- shutdown ----------------------------------------------------------------------------
+    def cancel_runs(self, runner: JobRunner) -> list[int]:
+        """``ku cancel``: TERM every run of the job in flight, KILL after kill_grace; the runs it hit."""
+        grace = self.config.daemon.kill_grace
+        return [run for run in sorted(runner.active) if self.executor.cancel(runner, run, grace, "ku cancel")]
+
     def all_runners(self) -> list[JobRunner]:
         return list(self.runners.values()) + list(self.retired.values())
 

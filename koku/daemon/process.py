@@ -52,14 +52,15 @@ def describe_exit(
     *,
     timed_out: float | None = None,
     killed_after_grace: float | None = None,
-    cancelled: bool = False,
+    cancelled: bool | str = False,
     not_started: str | None = None,
 ) -> str:
     """Every way a run can end, in words, for logs, the footer and ``ku status``.
 
     ``returncode`` follows subprocess: >= 0 an exit status, < 0 the negated signal number, ``None``
     not started. ``timed_out`` and ``killed_after_grace`` are seconds; ``not_started`` is the reason a
-    run could not start ("dir /nope does not exist").
+    run could not start ("dir /nope does not exist"). ``cancelled`` is true, or who cancelled
+    ("ku cancel"); the default reads "daemon shutdown".
     """
     if not_started is not None:
         return f"could not start: {not_started}"
@@ -76,7 +77,7 @@ def describe_exit(
     if timed_out is not None:
         text = f"timed out after {spoken_duration(timed_out)}; {text}"
     if cancelled:
-        text += " (daemon shutdown)"
+        text += f" ({cancelled if isinstance(cancelled, str) else 'daemon shutdown'})"
     return text
 
 
@@ -184,6 +185,7 @@ class ProcessRun:
         self._killed = False
         self._timed_out = False
         self._cancelled = False
+        self._cancel_reason = "daemon shutdown"
 
     @property
     def result(self) -> RunResult | None:
@@ -196,7 +198,7 @@ class ProcessRun:
             raise RuntimeError("ProcessRun.start() called twice")
         self._started = True
         if self._cancelled:
-            self._finish_unstarted(Outcome.CANCELLED, describe_exit(None, cancelled=True))
+            self._finish_unstarted(Outcome.CANCELLED, describe_exit(None, cancelled=self._cancel_reason))
             return
         if self._refuse is not None:
             self._finish_unstarted(Outcome.ERROR, describe_exit(None, not_started=self._refuse))
@@ -244,11 +246,13 @@ class ProcessRun:
             raise RuntimeError(f"run of pid {self.pid} ended without a result")
         return self._result
 
-    def cancel(self, grace: float) -> None:
-        """Daemon shutdown: TERM the group now, KILL it after ``grace`` seconds; ``wait()`` then returns
-        CANCELLED. Safe from any greenlet, before start, during a timeout's grace, or after the end."""
+    def cancel(self, grace: float, reason: str = "daemon shutdown") -> None:
+        """Daemon shutdown or ``ku cancel`` (``reason``): TERM the group now, KILL it after ``grace``
+        seconds; ``wait()`` then returns CANCELLED. Safe from any greenlet, before start, during a
+        timeout's grace, or after the end."""
         if self._result is not None:
             return
+        self._cancel_reason = reason
         popen = self._popen
         if popen is None:
             self._cancelled = True  # start() will not spawn
@@ -399,7 +403,7 @@ class ProcessRun:
             grace = self._kill_at - self._term_at
         cancelled = self._cancelled and not self._timed_out
         description = describe_exit(rc, timed_out=self.timeout if self._timed_out else None,
-                                    killed_after_grace=grace, cancelled=cancelled)
+                                    killed_after_grace=grace, cancelled=self._cancel_reason if cancelled else False)
         if self._timed_out:
             outcome = Outcome.TIMEOUT
         elif cancelled:

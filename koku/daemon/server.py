@@ -19,6 +19,7 @@ import grp
 import os
 import resource
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import gevent
@@ -166,7 +167,10 @@ class ControlServer:
                     return
                 else:
                     reply = self._answer(line)
-                conn.sendall(_encode(reply))
+                if isinstance(reply, Iterator):  # a streamed answer (RunFollow): several messages
+                    self._stream(conn, reply)
+                else:
+                    conn.sendall(_encode(reply))
                 slot.waiting_since = self._clock.monotonic()
         except (OSError, socket.timeout):
             pass  # the client went away or went quiet; nothing to answer
@@ -206,6 +210,20 @@ class ControlServer:
                 self._per_uid[slot.uid] = left
             else:
                 self._per_uid.pop(slot.uid, None)
+
+    def _stream(self, conn: socket.socket, messages: Iterator[Any]) -> None:
+        try:
+            for message in messages:
+                conn.sendall(_encode(message))
+        except (OSError, socket.timeout, gevent.GreenletExit):
+            raise
+        except Exception as exc:  # a bug while streaming: end the answer with an error, keep the daemon
+            logfmt.error("streamed answer failed", reason=repr(exc))
+            conn.sendall(_encode(protocol.error(f"internal error: {exc}")))
+        finally:
+            close = getattr(messages, "close", None)
+            if close is not None:
+                close()
 
     def _answer(self, line: bytes) -> Any:
         if not line.strip():
