@@ -5,9 +5,11 @@
     python build_zipapp.py --current    # only the running interpreter's native build (fast)
     python build_zipapp.py --output /tmp/koku.pyz --wheels build/wheels
 
-Run it with the project's venv: the pure-Python dependencies are pinned to the versions installed
-there. Wheels are fetched with ``pip download`` into ``--wheels`` (default build/wheels) once; later
-builds read them from there without the network.
+Any CPython 3.10+ with pip runs it, from a fresh clone: every dependency, pure and native, is pinned
+below and fetched as a wheel with ``pip download`` into ``--wheels`` (default build/wheels) once; later
+builds read them from there without the network. Nothing the running interpreter has installed goes
+in, so the file is the same, byte for byte, whichever interpreter builds it
+(tests/test_zipapp.py::test_builds_by_the_oldest_and_newest_cpython_are_identical_and_run_on_each_other).
 
 Layout of the archive (see koku/zipapp/bootstrap.py for how it is used):
     __main__.py, koku/, croniter/, ...    pure Python, imported straight from the archive
@@ -28,6 +30,7 @@ the nested archives too.
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import io
 import json
@@ -38,15 +41,17 @@ import sys
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))  # koku.zipapp.layout: the archive's layout, shared with the bootstrap
+
+from koku.zipapp.layout import LAZY_DIR, MANIFEST, NATIVE_DIR, native_key  # noqa: E402
 SHEBANG = b"#!/usr/bin/env python3\n"
 
 # The native code, pinned in this one place: the newest versions with wheels for every target below.
-# (gevent 26.x has no wheel for CPython 3.10 on aarch64 glibc; the venv may run a newer gevent.)
+# (gevent 26.x has no wheel for CPython 3.10 on aarch64 glibc.) pyproject.toml pins the same (tests/test_pins.py).
 NATIVE_PINS = {"gevent": "25.9.1", "greenlet": "3.5.6"}
 PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
 ARCHES = ("x86_64", "aarch64")
@@ -55,21 +60,23 @@ LIBCS = ("glibc", "musl")
 GLIBC_TAGS = tuple(f"manylinux_2_{minor}" for minor in range(28, 16, -1)) + ("manylinux2014",)
 MUSL_TAGS = ("musllinux_1_2", "musllinux_1_1")
 
-# Pure-Python dependencies (koku's and gevent's), at the versions installed in the building venv.
-PURE_DISTS = (
-    "croniter",
-    "python-dateutil",
-    "tzdata",
-    "docopt-ng",
-    "prettytable",
-    "wcwidth",
-    "tomli-w",
-    "zope.event",
-    "zope.interface",
-)
+# Pure-Python dependencies (koku's and gevent's), pinned: the build never looks at what the running
+# interpreter has installed. tests/test_zipapp.py checks that each satisfies pyproject.toml.
+PURE_PINS = {
+    "croniter": "7.0.0",
+    "python-dateutil": "4.0.0",
+    "tzdata": "2026.6",
+    "docopt-ng": "0.9.0",
+    "prettytable": "3.18.0",
+    "wcwidth": "0.9.4",
+    "tomli-w": "1.2.0",
+    "zope.event": "6.2",
+    "zope.interface": "8.7",
+}
+PURE_DISTS = tuple(PURE_PINS)
 # These ship optional C speedups in platform wheels; without the .so they run in pure-Python mode.
 STRIP_NATIVE = {"wcwidth", "zope.interface"}
-# Where the venv's pins need a newer Python than a target, that Python gets its own layer, first on
+# Where PURE_PINS need a newer Python than a target, that Python gets its own layer, first on
 # its sys.path (the generated __main__.py does it). tomli is only ever needed on 3.10.
 LAYER_PINS = {
     "3.10": {"python-dateutil": "3.0.0", "six": "1.17.0", "zope.interface": "8.6", "tomli": "2.4.1"},
@@ -83,9 +90,6 @@ SKIP_SUFFIXES = (".pyc", ".pyo", ".c", ".cpp", ".h", ".hpp", ".pyx", ".pxd", ".p
 # Install-time bookkeeping that would describe files we left out, or a platform wheel we stripped.
 SKIP_DIST_INFO = {"RECORD", "WHEEL", "INSTALLER", "REQUESTED", "direct_url.json"}
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
-MANIFEST = "_koku_build.json"
-NATIVE_DIR = "_native"  # koku.zipapp.bootstrap.NATIVE_DIR
-LAZY_DIR = "_lazy"  # koku.zipapp.bootstrap.LAZY_DIR
 # Top-level packages kept out of the root as one nested archive each: koku.zipapp.zipcache unpacks one into
 # the cache on its first import, and the daemon's extracted copy has them unpacked at its root.
 # tzdata: zoneinfo imports it only when the system has no tz database (or lacks a zone); its 649
@@ -152,9 +156,6 @@ ALL_TARGETS = tuple(Target(p, a, l) for p in PYTHONS for a in ARCHES for l in LI
 
 
 def current_target() -> Target:
-    sys.path.insert(0, str(ROOT))
-    from koku.zipapp.bootstrap import native_key
-
     return Target.from_key(native_key())
 
 
@@ -205,6 +206,13 @@ class Wheel:
                 if line.lower().startswith("requires-python:"):
                     return line.split(":", 1)[1].strip()
         return ""
+
+    def requires_dist(self) -> list[str]:
+        with zipfile.ZipFile(self.path) as zf:
+            meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
+            text = zf.read(meta).decode("utf-8", "replace").split("\n\n", 1)[0]
+        return [line.split(":", 1)[1].strip() for line in text.splitlines()
+                if line.lower().startswith("requires-dist:")]
 
     def platform_tags(self) -> list[str]:
         return self.path.name[:-4].split("-")[-1].split(".")
@@ -289,37 +297,42 @@ def min_libc(wheels: list[Wheel], libc: str) -> str:
 # -- what goes in -------------------------------------------------------------------------------------
 
 
-def venv_pins() -> dict[str, str]:
-    pins = {}
-    for name in PURE_DISTS:
-        try:
-            pins[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            raise BuildError(f"{name} is not installed in {sys.executable}; run the build with the project's "
-                             f"venv (.venv/bin/python build_zipapp.py)") from None
-    return pins
-
-
-def check_dependencies_covered() -> None:
-    """Fail when koku (or a dependency) needs a distribution this script does not bundle."""
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10 builds skip this check
-        return
-    with open(ROOT / "pyproject.toml", "rb") as fh:
-        todo = list(tomllib.load(fh)["project"]["dependencies"])
-    covered = {norm(n) for n in (*PURE_DISTS, *NATIVE_PINS)}
-    covered |= {norm(n) for layer in LAYER_PINS.values() for n in layer}
+def _requirement_class() -> Any:
     try:
         from packaging.requirements import Requirement
-    except ImportError:
+    except ImportError:  # a bare interpreter: pip's own copy (pip is needed for the download anyway)
         from pip._vendor.packaging.requirements import Requirement
+    return Requirement
+
+
+def pyproject_dependencies() -> list[str]:
+    """The ``dependencies`` array of pyproject.toml, read without tomllib (3.10 has none)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    match = re.search(r"^dependencies\s*=\s*(\[.*?^\])", text, re.M | re.S)
+    if not match:
+        raise BuildError("pyproject.toml has no [project] dependencies array")
+    return ast.literal_eval(re.sub(r"#[^\n]*", "", match.group(1)))
+
+
+def check_dependencies_covered(wheels: Iterable[Wheel]) -> None:
+    """Fail when koku (or a dependency, by the Requires-Dist of the wheels fetched) needs a distribution
+    this script does not bundle, or when a pin does not satisfy pyproject.toml."""
+    Requirement = _requirement_class()
+    requires = {norm(w.name): w.requires_dist() for w in wheels}
+    pinned = {norm(n): v for n, v in (*PURE_PINS.items(), *NATIVE_PINS.items())}
+    covered = set(pinned) | {norm(n) for layer in LAYER_PINS.values() for n in layer}
     environments = [
         {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix", "extra": "",
          "platform_python_implementation": "CPython", "implementation_name": "cpython",
          "python_version": python, "python_full_version": f"{python}.0", "platform_machine": arch}
         for python in PYTHONS for arch in ARCHES
     ]
+    todo = pyproject_dependencies()
+    for text in todo:
+        req = Requirement(text)
+        if norm(req.name) in pinned and not req.specifier.contains(pinned[norm(req.name)], prereleases=True):
+            raise BuildError(f"{req.name}=={pinned[norm(req.name)]} in build_zipapp.py does not satisfy "
+                             f"pyproject.toml's {text!r}")
     seen: set[str] = set()
     while todo:
         req = Requirement(todo.pop())
@@ -330,12 +343,9 @@ def check_dependencies_covered() -> None:
             continue
         seen.add(name)
         if name not in covered:
-            raise BuildError(f"dependency {name!r} (from {req!r}) is not bundled: add it to PURE_DISTS or "
+            raise BuildError(f"dependency {name!r} (from {req!r}) is not bundled: add it to PURE_PINS or "
                              f"NATIVE_PINS in build_zipapp.py")
-        try:
-            todo.extend(metadata.requires(name) or [])
-        except metadata.PackageNotFoundError:
-            pass  # only in a layer (tomli): its own deps are covered by LAYER_PINS
+        todo.extend(requires.get(name, []))  # a layer-only dist (tomli): its deps are in LAYER_PINS
 
 
 def koku_members() -> Iterator[tuple[str, bytes]]:
@@ -369,14 +379,13 @@ class Contents:
 
 
 def gather(targets: list[Target], wheels_dir: Path, verbose: bool) -> tuple[Contents, dict]:
-    check_dependencies_covered()
     contents = Contents()
     for name, data in koku_members():
         contents.add(name, data, "koku")
     layers = {python: f"_py/cp{python.replace('.', '')}" for python in LAYER_PINS}
     contents.add("__main__.py", MAIN_TEMPLATE.format(layers=layers).encode(), "generated")
 
-    root = fetch(wheels_dir, f"pure-{PURE_PYTHON}", venv_pins(), PURE_PYTHON, PURE_PLATFORMS, verbose)
+    root = fetch(wheels_dir, f"pure-{PURE_PYTHON}", PURE_PINS, PURE_PYTHON, PURE_PLATFORMS, verbose)
     layer_wheels = {python: fetch(wheels_dir, f"layer-{python}", pins, python, PURE_PLATFORMS, verbose)
                     for python, pins in LAYER_PINS.items()}
     for python in PYTHONS:
@@ -385,7 +394,7 @@ def gather(targets: list[Target], wheels_dir: Path, verbose: bool) -> tuple[Cont
             spec = wheel.requires_python()
             in_layer = wheel not in root
             if (in_layer or wheel.name not in replaced) and not python_satisfies(spec, python):
-                where = f"LAYER_PINS[{python!r}]" if in_layer else "the venv"
+                where = f"LAYER_PINS[{python!r}]" if in_layer else "PURE_PINS"
                 raise BuildError(f"{wheel.name} {wheel.version} (from {where}) needs Python {spec}, not {python}: "
                                  f"add a pin for it to LAYER_PINS[{python!r}] in build_zipapp.py")
     for wheel in root:
@@ -402,6 +411,7 @@ def gather(targets: list[Target], wheels_dir: Path, verbose: bool) -> tuple[Cont
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         fetched = list(pool.map(natives_for, targets))
+    check_dependencies_covered(root + [w for wheels in fetched for w in wheels])
     natives = {}
     for target, wheels in zip(targets, fetched):
         native = Contents()

@@ -33,6 +33,8 @@ from koku.zipapp import bootstrap
 from koku.zipapp.bootstrap import BootstrapError, Manifest, Native
 from conftest import alive, processes_mentioning, wait_for
 
+pytestmark = pytest.mark.slow  # builds koku.pyz (tens of seconds); the fast lane skips this module
+
 REPO = Path(__file__).resolve().parent.parent
 WHEELS = REPO / "build" / "wheels"
 BUILD_TIMEOUT = 600
@@ -84,19 +86,36 @@ def key_of(python: str) -> str:
     return res.stdout.strip()
 
 
+def _interpreter_minor(path: str) -> str | None:
+    """ "3.12" when ``path`` really runs a CPython 3.10+, else None. A pyenv shim for a version that is not
+    selected (or a clean HOME without pyenv's root) exits non-zero: that interpreter is absent, not an error."""
+    try:
+        res = subprocess.run([path, "-I", "-c", "import sys, platform; "
+                              "print(platform.python_implementation(), '%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    impl, _, minor = res.stdout.strip().partition(" ")
+    if res.returncode != 0 or impl != "CPython" or not minor.startswith("3.") or int(minor.split(".")[1]) < 10:
+        return None
+    return minor
+
+
+def all_interpreters() -> dict[str, str]:
+    """minor version ("3.12") -> interpreter, for every CPython 3.10+ found that really runs (this one too)."""
+    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3")))
+    candidates += [p for minor in range(10, 15) if (p := shutil.which(f"python3.{minor}"))]
+    found: dict[str, str] = {"%d.%d" % sys.version_info[:2]: sys.executable}
+    for path in candidates:
+        minor = _interpreter_minor(path)
+        if minor is not None:
+            found.setdefault(minor, path)
+    return found
+
+
 def other_interpreters() -> dict[str, str]:
     """minor version ("3.12") -> interpreter, for the CPythons found besides the running one."""
-    found: dict[str, str] = {}
-    patterns = [os.path.expanduser("~/.pyenv/versions/3.*/bin/python3")]
-    for pattern in patterns:
-        for path in sorted(glob.glob(pattern)):
-            version = Path(path).parent.parent.name.split(".")
-            if len(version) >= 2 and version[1].isdigit() and int(version[1]) >= 10:
-                found.setdefault(f"3.{version[1]}", path)
-    for minor in range(10, 15):
-        path = shutil.which(f"python3.{minor}")
-        if path:
-            found.setdefault(f"3.{minor}", path)
+    found = all_interpreters()
     found.pop("%d.%d" % sys.version_info[:2], None)
     return found
 
@@ -145,6 +164,9 @@ def pyz_multi(src: Path, build_root: Path) -> tuple[Path, dict[str, str]]:
     args = ["--current"]
     for key in keys.values():
         args += ["--target", key]
+    if not keys:  # no other CPython here (a clean HOME): another arch still makes a different, bigger file
+        args += ["--target", bootstrap.native_key().replace("x86_64", "aarch64") if "x86_64" in
+                 bootstrap.native_key() else bootstrap.native_key().replace("aarch64", "x86_64")]
     return build(src, build_root / "multi" / "koku.pyz", *args), others
 
 
@@ -972,3 +994,48 @@ def test_bytecode_cache_follows_the_file_and_prunes_the_old_one(
     # Without a usable cache dir, commands still work (compiled from source).
     home.env["KOKU_NO_PYC_CACHE"] = "1"
     assert home.ku("status").returncode == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(BUILD_TIMEOUT)
+def test_builds_by_the_oldest_and_newest_cpython_are_identical_and_run_on_each_other(src: Path, build_root: Path,
+                                                                                      tmp_path: Path) -> None:
+    """A fresh clone builds with any bare interpreter: the pins are build_zipapp.py's, never what the
+    interpreter has installed (a 3.10 venv's build once lacked six on 3.12). Both builds carry the same two
+    native builds; each runs on the other interpreter with -S, so no site-packages can fill a gap."""
+    found = {m: p for m, p in all_interpreters().items() if m in build_zipapp.PYTHONS}
+    if len(found) < 2:
+        pytest.skip(f"needs two CPythons 3.10+; found {sorted(found) or 'none'}")
+    oldest, newest = min(found, key=lambda m: int(m.split(".")[1])), max(found, key=lambda m: int(m.split(".")[1]))
+    keys = [key_of(found[oldest]), key_of(found[newest])]
+    outputs = {}
+    for minor in (oldest, newest):
+        out = build_root / f"by-{minor}" / "koku.pyz"
+        # The interpreter's own pip fetches into the shared wheel cache; no venv, no PYTHONPATH.
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        res = run([found[minor], str(src / "build_zipapp.py"), "--wheels", str(WHEELS), "--output", str(out),
+                   "--target", keys[0], "--target", keys[1]], timeout=BUILD_TIMEOUT, env=env)
+        assert res.returncode == 0, res.stderr + res.stdout
+        outputs[minor] = out
+    assert outputs[oldest].read_bytes() == outputs[newest].read_bytes()
+    (tmp_path / "home").mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    env = {"HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    for built_by, runner in ((oldest, newest), (newest, oldest)):
+        version = run([found[runner], "-S", str(outputs[built_by]), "--version"], env=env)
+        assert version.returncode == 0, version.stderr
+        assert f"for {key_of(found[runner])}" in version.stdout
+        check = run([found[runner], "-S", str(outputs[built_by]), "--config", str(config), "check"], env=env)
+        assert check.returncode == 0 and "answer" in check.stdout, check.stderr + check.stdout
+
+
+def test_an_interpreter_that_does_not_run_is_absent_not_an_error(tmp_path: Path) -> None:
+    """In a clean HOME a pyenv shim answers "pyenv: python3.10: command not found" (exit 127): the tests
+    that look for other CPythons must skip that version, not error."""
+    shim = tmp_path / "python3.10"
+    shim.write_text("#!/bin/sh\necho 'pyenv: python3.10: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    assert _interpreter_minor(str(shim)) is None
+    assert _interpreter_minor(str(tmp_path / "missing")) is None
+    assert _interpreter_minor(sys.executable) == "%d.%d" % sys.version_info[:2]
