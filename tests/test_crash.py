@@ -6,6 +6,8 @@ Each test is named after what broke. Every one of them failed on the code before
 from __future__ import annotations
 
 import json
+import math
+import random
 import os
 import signal
 import subprocess
@@ -132,3 +134,74 @@ def test_reload_of_5000_nested_brackets_is_rejected_and_the_old_config_runs(kenv
     n = len(out.read_text().split())
     wait_for(lambda: len(out.read_text().split()) >= n + 2, 5, what="the old config to keep running")
     assert [j["name"] for j in kenv.request("Status")["Status"]] == ["tick"]
+
+
+# ----- item 8: run ids durable before the child starts ------------------------------------------------
+def test_kill_9_after_second_boundaries_never_runs_a_slot_twice_nor_without_a_record(kenv):
+    out = kenv.work / "runs"
+    jobs = [{"name": f"j{i:02}", "cron": EVERY_SECOND,
+             "command": f'echo "$KOKU_JOB $KOKU_RUN_ID $KOKU_SCHEDULED_TIME" >> {out}'} for i in range(20)]
+    kenv.write_config(config(*jobs, daemon={"history": 10000}))
+    rng = random.Random(10)
+    for _ in range(12):
+        pid = kenv.start()
+        time.sleep(0.5)
+        now = time.time()
+        time.sleep(math.ceil(now) - now + rng.uniform(0.0, 0.02))  # within 20 ms after a second boundary
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not alive(pid), 5)
+    pid = kenv.start()
+    assert kenv.ku("daemon", "stop").returncode == 0
+    wait_for(lambda: not alive(pid), 10)
+    executed = [tuple(line.split()) for line in out.read_text().splitlines()]
+    runs = Counter((job, run) for job, run, _slot in executed)
+    slots = Counter((job, slot) for job, _run, slot in executed)
+    state = state_of(kenv)["jobs"]
+    records = {(job, r["run"]) for job, mem in state.items() for r in mem["history"]}
+    assert all(mem["in_flight"] == [] for mem in state.values())
+    twice = [key for key, n in runs.items() if n > 1] + [key for key, n in slots.items() if n > 1]
+    unrecorded = [(job, int(run)) for job, run, _slot in executed if (job, int(run)) not in records]
+    assert len(executed) > 20
+    assert twice == [] and unrecorded == [], (len(twice), len(unrecorded), twice[:5], unrecorded[:5])
+
+
+# ----- item 9: orphans of a crash vs overlap = false ----------------------------------------------------
+def job_groups(kenv, job: str) -> set[int]:
+    """Process groups of live processes running ``job`` for this temp home (found by their environment)."""
+    groups = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                environ = fh.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if f"KOKU_JOB={job}".encode() in environ and f"HOME={kenv.home}".encode() in environ and fields[0] != b"Z":
+            groups.add(int(fields[2]))
+    return groups
+
+
+def test_orphans_of_a_kill_9_are_killed_at_restart_so_overlap_false_holds(kenv):
+    kenv.write_config(config({"name": "orph", "cron": EVERY_SECOND, "command": "sleep 30"},
+                             daemon={"kill_grace": "1s"}))
+    pid = kenv.start()
+    wait_for(lambda: job_groups(kenv, "orph"), 5, what="a run")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not alive(pid), 5)
+    orphans = job_groups(kenv, "orph")
+    assert len(orphans) == 1
+    kenv.start()
+    most = 0
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        most = max(most, len(job_groups(kenv, "orph")))
+        time.sleep(0.05)
+    assert most == 1, "a run overlapped the orphan of the crash"
+    assert not (job_groups(kenv, "orph") & orphans), "the orphan is still alive"
+    hist = kenv.request({"History": {"name": "orph", "limit": 5}})["History"]
+    interrupted = [r for r in hist if r["outcome"] == "interrupted"]
+    assert len(interrupted) == 1 and f"process group {min(orphans)}" in interrupted[0]["description"]
+    assert "terminated" in interrupted[0]["description"] and interrupted[0]["pid"] == min(orphans)

@@ -143,6 +143,15 @@ class JobMemory:
     in_flight: list[RunRecord] = field(default_factory=list)  # runs started, not yet finished
     history: list[RunRecord] = field(default_factory=list)  # finished runs, oldest first
 
+    def end_run(self, record: RunRecord, keep: int) -> None:
+        """Move a run from in flight to history (keeping the last ``keep``). The runner calls this when a
+        run ends, and for a run a crashed daemon left in flight; nothing else edits history."""
+        record.phase = None
+        self.in_flight = [r for r in self.in_flight if r.run != record.run]
+        self.last_run = record
+        self.history.append(record)
+        del self.history[: max(0, len(self.history) - keep)]
+
     def to_dict(self) -> dict[str, Any]:
         d = {name: getattr(self, name) for name in _MEMORY_SCALARS}
         d["last_run"] = self.last_run.to_dict() if self.last_run else None

@@ -178,8 +178,10 @@ class JobRunner:
 
     def _start(self, trigger: Trigger, scheduled: datetime | None) -> RunRecord:
         self.mem.runs += 1
+        # Saved ("starting") before the executor spawns anything: a crash after this point leaves a
+        # record, and the run id and next_run on disk, so a restart never reuses the id or reruns the slot.
         record = RunRecord(run=self.mem.runs, trigger=trigger.value, scheduled=iso(scheduled),
-                           started=iso(self.ctx.clock.now()) or "")
+                           started=iso(self.ctx.clock.now()) or "", phase="starting")
         self.active[record.run] = record
         self.mem.in_flight.append(record)
         self._settle(f"{trigger.value} run {record.run}")
@@ -233,7 +235,15 @@ class JobRunner:
         if self.mem.paused:
             self.resume("timed pause ended")
 
-    # ----- run completion ----------------------------------------------------------------------
+    # ----- the executor reports here; the runner alone changes run records -----------------------
+    def run_spawned(self, record: RunRecord, pid: int) -> None:
+        """The child exists: its pid is how a daemon that crashes finds the process group again."""
+        record.pid = pid
+        record.phase = "running"
+        logfmt.info("run started", job=self.cfg.name, run=record.run, pid=pid, trigger=record.trigger,
+                    scheduled=record.scheduled)
+        self.ctx.changed(self.cfg.name)
+
     def finish_run(self, record: RunRecord, result: RunResult) -> None:
         failures_before, stopped_before = self.mem.consecutive_failures, self.mem.stopped
         now = self.ctx.clock.now()
@@ -247,10 +257,7 @@ class JobRunner:
         record.pid = result.pid if result.pid is not None else record.pid
         record.tail = list(result.tail)
         self.active.pop(record.run, None)
-        self.mem.in_flight = [r for r in self.mem.in_flight if r.run != record.run]
-        self.mem.last_run = record
-        self.mem.history.append(record)
-        del self.mem.history[: max(0, len(self.mem.history) - self.ctx.daemon.history)]
+        self.mem.end_run(record, self.ctx.daemon.history)
         if result.outcome is Outcome.SUCCESS:
             self._on_success()
         elif result.outcome is not Outcome.CANCELLED:
@@ -382,3 +389,9 @@ class JobRunner:
         self.next_scheduled = None
 
 
+def close_interrupted(mem: JobMemory, record: RunRecord, description: str, ended: datetime, keep: int) -> None:
+    """A run a crashed daemon left in flight: recorded as interrupted (it never counts for on_error)."""
+    record.ended = iso(ended)
+    record.outcome = Outcome.INTERRUPTED.value
+    record.description = description
+    mem.end_run(record, keep)

@@ -46,9 +46,11 @@ class _Tee:
 
 
 class ProcessExecutor:
-    def __init__(self, clock: Clock, log_dir: Path, config: Callable[[], Config], runs: RunWaiters | None = None):
+    def __init__(self, clock: Clock, log_dir: Path, config: Callable[[], Config], runs: RunWaiters | None = None,
+                 durable: Callable[[], object] = lambda: None):
         self.clock = clock
         self._runs = runs  # where live readers find each run's output stream
+        self._durable = durable  # blocks the calling greenlet until what the runner recorded is on disk
         self.log_dir = log_dir
         self._config = config  # a callable: reload replaces the config
         self._procs: dict[tuple[str, int], ProcessRun] = {}
@@ -178,12 +180,13 @@ class ProcessExecutor:
                 credentials=self._credentials(runner.cfg, acct),
                 refuse=refuse,
             )
-            self._procs[key] = proc
+            self._procs[key] = proc  # registered first: a shutdown meanwhile cancels it before it spawns
+            # The run's "starting" record (its id and slot) must be on disk before the child exists, or
+            # a crash now would run the slot again, or leave a run nobody recorded.
+            self._durable()
             proc.start()
-            record.pid = proc.pid
-            logfmt.info("run started", job=name, run=record.run, pid=proc.pid, trigger=record.trigger,
-                        scheduled=record.scheduled)
-            runner.ctx.changed(name)  # the pid is worth saving: it is how a crash finds the group again
+            if proc.pid is not None:
+                runner.run_spawned(record, proc.pid)
             result = proc.wait()
             duration = "" if result.started_mono is None else f" duration={result.ended_mono - result.started_mono:.1f}s"
             log.write_line(f"--- run={record.run} {result.description}{duration}")

@@ -39,15 +39,14 @@ from koku.daemon.control import Control
 from koku.daemon.runs import RunWaiters
 from koku.core.model import JobMemory, RunRecord
 from koku.core.paths import StatePaths
-from koku.core.model import Outcome
-from koku.daemon.process import group_alive
-from koku.core.runner import Context, JobRunner, iso
+from koku.daemon import recovery
+from koku.daemon.saver import StateSaver
+from koku.core.runner import Context, JobRunner
 from koku.core.scheduler import Scheduler
 from koku.daemon.server import ControlServer, connection_limit, raise_fd_limit
 from koku.core.state import StateStore
 
 LOOPS = ("scheduler", "saver")  # the greenlets restarted when they die
-SAVE_RETRY = 5.0  # seconds between attempts to write state after a failure (full disk)
 SAVER_JOIN = 30.0  # seconds shutdown waits for a state write in progress (a slow disk's fsync)
 
 
@@ -110,16 +109,13 @@ class Daemon:
         self.retired: dict[str, JobRunner] = {}
         self.memory: dict[str, JobMemory] = {}
         self.store = StateStore(paths.state_file)
+        self.saver = StateSaver(self.store, lambda: self.memory, self.clock)
         self.scheduler = Scheduler(self.clock, on_error=self._timer_failed, on_jump=self._clock_jumped,
                                    on_reset=self._clock_reset)
         self.started_at: datetime | None = None
         self._stop = gevent.event.Event()
         self._wake_main = gevent.event.Event()
         self._wake_scheduler = gevent.event.Event()
-        self._dirty = gevent.event.Event()
-        self._dirty_jobs: set[str] | None = set()  # None: everything must be written again
-        self._saver_exit = False
-        self._saver_retry = gevent.event.Event()
         self._reload_requested = False
         self._reload_lock = gevent.lock.BoundedSemaphore()
         self._stop_now = False
@@ -164,13 +160,14 @@ class Daemon:
         for warning in warnings:
             logfmt.warning(warning)
         self.executor = ProcessExecutor(self.clock, self.paths.log_dir, lambda: self.config,  # type: ignore[arg-type,return-value]
-                                        runs=self.waiters)
-        self._recover_interrupted()
+                                        runs=self.waiters, durable=self.saver.wait_durable)
+        # Before anything is scheduled: an orphan left running would overlap the job's next run.
+        recovery.recover(self.memory, self.clock, self.config.daemon.kill_grace, self.config.daemon.history)
         self.alerts = DaemonAlerts(self.clock, lambda: self.config,  # type: ignore[arg-type,return-value]
                                    lambda name: self.runners.get(name) or self.retired.get(name))
         # One context shared by every runner (10,000 jobs must not mean 10,000 copies).
         self.context = Context(clock=self.clock, scheduler=self.scheduler, daemon=self.config.daemon,
-                               executor=self.executor, changed=self._job_changed, rng=random.Random(),
+                               executor=self.executor, changed=self.saver.changed, rng=random.Random(),
                                run_ended=self._run_ended, config_file=str(self.config_path), events=self.alerts)
         group = self.config.daemon.socket_group if os.geteuid() == 0 else None
         self.server = ControlServer(self.paths.socket, self.control.handle, group, self.clock,
@@ -179,35 +176,19 @@ class Daemon:
         for job in self.config.jobs:
             self._add_runner(job, startup=True)
         self._spawn("scheduler", self._scheduler_loop)
-        self._spawn("saver", self._saver_loop)
+        self._spawn("saver", self.saver.loop)
         self.alerts.start()
         self._install_signals()
         logfmt.info("daemon started", pid=os.getpid(), version=__version__, config=str(self.config_path),
                     jobs=len(self.runners), socket=str(self.paths.socket), fds=self._fd_limit,
                     connections=self.server.max_connections)
         self._spawn_after("trim", 1.0, release_free_memory)
-        self._dirty.set()
+        self.saver.changed()
         try:
             self._main_loop()
         finally:
             self._shutdown()
         return 0
-
-    def _recover_interrupted(self) -> None:
-        """Runs in flight when a previous daemon died are recorded as interrupted."""
-        now = iso(self.clock.now())
-        for name, mem in self.memory.items():
-            for record in mem.in_flight:
-                alive = record.pid is not None and group_alive(record.pid)
-                record.ended = now
-                record.outcome = Outcome.INTERRUPTED.value
-                record.description = "interrupted: the daemon stopped during the run" + (
-                    f"; its process group {record.pid} is still alive" if alive else "")
-                mem.history.append(record)
-                mem.last_run = record
-                logfmt.warning("run interrupted by a daemon crash", job=name, run=record.run, pid=record.pid,
-                               outcome=record.outcome, reason=record.description)
-            mem.in_flight = []
 
     def _add_runner(self, job: Any, startup: bool) -> None:
         self.install_runner(JobRunner(job, self.memory.get(job.name) or JobMemory(), self.context), startup)
@@ -238,7 +219,7 @@ class Daemon:
 
     def _restart(self, name: str) -> None:
         if not self._stop.is_set():
-            self._spawn(name, {"scheduler": self._scheduler_loop, "saver": self._saver_loop}[name])
+            self._spawn(name, {"scheduler": self._scheduler_loop, "saver": self.saver.loop}[name])
 
     def _install_signals(self) -> None:
         gevent.signal_handler(signal.SIGTERM, self.request_stop)
@@ -278,44 +259,6 @@ class Daemon:
             self._wake_scheduler.clear()
             self.clock.wait(self._wake_scheduler, delay)
 
-    def _saver_loop(self) -> None:
-        failing = False
-        while True:
-            self._dirty.wait()
-            if self._saver_exit:
-                return  # shutdown writes the final state itself, once this loop is out of the way
-            self._dirty.clear()
-            try:
-                self.save()
-                if failing:
-                    logfmt.info("state written again", path=str(self.paths.state_file))
-                failing = False
-            except OSError as exc:
-                if not failing:
-                    logfmt.error("cannot write state; will retry", path=str(self.paths.state_file),
-                                 reason=exc.strerror or str(exc))
-                failing = True
-                self.clock.wait(self._saver_retry, SAVE_RETRY)  # set by shutdown, which must not wait this out
-                self._dirty.set()
-
-    def _job_changed(self, name: str) -> None:
-        if self._dirty_jobs is not None:
-            self._dirty_jobs.add(name)
-        self._dirty.set()
-
-    def save(self, in_thread: bool = True) -> None:
-        dirty, self._dirty_jobs = self._dirty_jobs, set()
-        try:
-            payload = self.store.encode(self.memory, {"daemon_pid": os.getpid()}, dirty)
-            if in_thread:
-                # write + fsync + rename off the hub: a slow disk must not delay a run that is due.
-                gevent.get_hub().threadpool.apply(self.store.write, (payload,))
-            else:
-                self.store.write(payload)
-        except OSError:
-            self._dirty_jobs = None  # we do not know what made it to disk: write everything next time
-            raise
-
     def _timer_failed(self, timer: Any, exc: BaseException) -> None:
         logfmt.error("scheduled callback failed", job=timer.label, reason=repr(exc))
 
@@ -353,7 +296,7 @@ class Daemon:
                 return False, f"reload failed while applying the new config: {exc!r}"
             finally:
                 self._wake_scheduler.set()
-                self._dirty.set()
+                self.saver.changed()
         release_free_memory()
         return True, message
 
@@ -403,18 +346,10 @@ class Daemon:
         self.alerts.close(NOTIFY_GRACE)  # before the last save: it records what was delivered
         saver = self._greenlets.pop("saver", None)
         if saver is not None:
-            # Joined, not killed: a killed saver leaves its threadpool write running, and that write
-            # would race the final one below.
             saver.unlink(self._greenlet_died)
-            self._saver_exit = True
-            self._saver_retry.set()
-            self._dirty.set()
-            self.clock.wait(saver, SAVER_JOIN)
-            if not saver.dead:
-                logfmt.warning("state saver still writing at shutdown; final save goes ahead")
-                saver.kill(block=False)
+        self.saver.stop(saver, SAVER_JOIN)
         try:
-            self.save(in_thread=False)
+            self.saver.save(in_thread=False)
         except OSError as exc:
             logfmt.error("cannot write state at shutdown", reason=exc.strerror or str(exc))
         if self.server is not None:
