@@ -70,6 +70,7 @@ PURE_PINS = {
     "prettytable": "3.18.0",
     "wcwidth": "0.9.4",
     "tomli-w": "1.2.0",
+    "prometheus_client": "0.26.0",
     "zope.event": "6.2",
     "zope.interface": "8.7",
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import time
 from pathlib import Path
@@ -238,3 +239,106 @@ def test_ku_check_shows_notifiers_and_reports_every_problem(kenv):
     assert any('[notify.mail]: key "mail": "ops-at-example"' in e for e in errors)
     assert any('job "backup": key "notify": unknown notifier "opz" (did you mean "ops"?)' in e for e in errors)
     assert any('job "backup": key "remind_every"' in e and '"often"' in e for e in errors)
+
+
+def test_notify_test_reports_the_answer(kenv, hook):
+    hook.statuses.extend([200, 404])
+    kenv.write_config(alert_config(
+        {"name": "x", "cron": NEVER, "command": "true"},
+        notify={"ops": {"webhook": hook.url(), "format": "slack"}}))
+    kenv.start()
+    res = kenv.ku("notify", "test", "ops")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"ops (webhook {hook.url()} (slack)): delivered: HTTP 200 OK"
+    assert hook.events()[0]["text"] == f'koku@{os.uname().nodename}: test notification from notifier "ops"'
+    res = kenv.ku("notify", "test", "ops")
+    assert res.returncode == 1 and "not delivered: HTTP 404 Not Found: OK" in res.stderr
+    res = kenv.ku("notify", "test", "nope")
+    assert res.returncode == 1 and 'unknown notifier "nope" (defined: ops)' in res.stderr
+
+
+def test_https_webhook_verifies_against_the_ca_store(kenv):
+    from alerthelp import make_tls, server_context
+
+    ca, cert, key = make_tls(kenv.root / "tls")
+    server = Hook(ssl_context=server_context(cert, key))
+    try:
+        kenv.env["SSL_CERT_FILE"] = str(ca)  # the daemon's CA store: only our test CA
+        kenv.write_config(alert_config(
+            {"name": "x", "cron": NEVER, "command": "exit 1", "notify": ["tls"]},
+            notify={"tls": {"webhook": server.url(scheme="https"), "retries": 0},
+                    "wrongname": {"webhook": server.url(scheme="https", host="localhost"), "retries": 0}}))
+        kenv.start()
+        res = kenv.ku("notify", "test", "tls")
+        assert res.returncode == 0 and "delivered: HTTP 200 OK" in res.stdout, res.stderr
+        res = kenv.ku("notify", "test", "wrongname")  # the certificate is for 127.0.0.1, not localhost
+        assert res.returncode == 1 and "TLS certificate not trusted" in res.stderr, res.stderr
+        kenv.ku("run", "x", "--wait")
+        wait_for(lambda: len(server.events()) >= 2, 10, what="the failure over HTTPS")
+        assert [e["event"] for e in server.events()] == ["test", "failure"]
+    finally:
+        server.close()
+
+
+def test_https_to_an_untrusted_ca_is_refused(kenv):
+    from alerthelp import make_tls, server_context
+
+    _, cert, key = make_tls(kenv.root / "tls")
+    server = Hook(ssl_context=server_context(cert, key))
+    try:
+        kenv.write_config(alert_config({"name": "x", "cron": NEVER, "command": "true"},
+                                       notify={"tls": {"webhook": server.url(scheme="https")}}))
+        kenv.start()
+        res = kenv.ku("notify", "test", "tls")
+        assert res.returncode == 1 and "TLS certificate not trusted" in res.stderr, res.stderr
+        assert server.received == []
+    finally:
+        server.close()
+
+
+def test_mail_over_smtp_with_starttls_and_login(kenv):
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    from alerthelp import make_tls, server_context
+
+    ca, cert, key = make_tls(kenv.root / "tls")
+    received: list = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            received.append(envelope)
+            return "250 OK"
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        return AuthResult(success=auth_data.login == b"koku" and auth_data.password == b"s3cret", handled=False)
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port, tls_context=server_context(cert, key),
+                            require_starttls=True, authenticator=authenticator, auth_require_tls=True)
+    controller.start()
+    try:
+        (kenv.root / "pw").write_text("s3cret\n")
+        kenv.env["SSL_CERT_FILE"] = str(ca)
+        kenv.write_config(alert_config(
+            {"name": "backup", "cron": NEVER, "command": "echo no space; exit 7", "notify": ["mail"]},
+            notify={"mail": {"mail": ["ops@example.com"]}},
+            smtp={"host": "127.0.0.1", "port": port, "starttls": True, "from": "koku@test.example",
+                  "username": "koku", "password_file": str(kenv.root / "pw"), "timeout": "5s"}))
+        kenv.start()
+        kenv.ku("run", "backup", "--wait")
+        wait_for(lambda: received, 15, what="the mail over SMTP")
+        envelope = received[0]
+        assert envelope.mail_from == "koku@test.example" and envelope.rcpt_tos == ["ops@example.com"]
+        text = envelope.content.decode()
+        assert 'job "backup" failed (exit status 7), run 1' in text and "  no space" in text
+        wait_for(lambda: history(kenv, "backup")[0]["notifications"][0]["delivered"], 10, what="history")
+        assert history(kenv, "backup")[0]["notifications"][0]["answer"] == f"SMTP 127.0.0.1:{port} accepted"
+        # a wrong password is refused, named, and not retried
+        (kenv.root / "pw").write_text("wrong\n")
+        res = kenv.ku("notify", "test", "mail")
+        assert res.returncode == 1 and "SMTP login refused: 535" in res.stderr, res.stderr
+    finally:
+        controller.stop()

@@ -29,7 +29,7 @@ STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 # side -> (koku sides it may import, third-party top-level packages it may import)
 RULES: dict[str, tuple[set[str], set[str]]] = {
     "core": ({"core", "errors"}, {"croniter", "tomli"}),
-    "daemon": ({"core", "errors", "daemon", "version"}, {"gevent", "greenlet"}),
+    "daemon": ({"core", "errors", "daemon", "version"}, {"gevent", "greenlet", "prometheus_client"}),
     "client": ({"core", "errors", "client", "zipapp", "version"}, {"docopt", "prettytable", "tomli_w"}),
     # greenlet: the bootstrap only probes that the native build loads before it starts a daemon.
     "zipapp": ({"errors", "zipapp"}, {"greenlet"}),

@@ -38,6 +38,8 @@ Usage:
   ku reload [options]
   ku log <name> [-n N] [-f] [options]
   ku history <name> [-n N] [options]
+  ku notify test <notifier> [options]
+  ku metrics [options]
   ku (-h | --help)
   ku --version
 
@@ -57,6 +59,8 @@ Commands:
   reload          Re-read the config; a broken config is rejected and the old one keeps running.
   log             Show a job's log; -f follows it.
   history         Show a job's past runs.
+  notify test     Send a test event through a notifier now and show the answer.
+  metrics         Print the daemon's Prometheus metrics.
 
 Options:
   -c PATH --config=PATH  Config file (default: $KOKU_CONFIG, else $XDG_CONFIG_HOME/koku/config.toml).
@@ -92,6 +96,8 @@ COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "reload": remote.cmd_reload,
     "log": remote.cmd_log,
     "history": remote.cmd_history,
+    "notify": remote.cmd_notify_test,
+    "metrics": remote.cmd_metrics,
 }
 
 

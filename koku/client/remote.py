@@ -189,3 +189,26 @@ def cmd_history(args: dict[str, Any]) -> int:
         print(f"{args['<name>']} has not run yet")
     return EXIT_OK
 
+
+
+def cmd_notify_test(args: dict[str, Any]) -> int:
+    # A slow or dead endpoint takes its timeout (10 s by default), perhaps twice over in a pool thread.
+    with client(timeout=120) as c:
+        tag, body = c.call({"NotifyTest": args["<notifier>"]})
+    if tag not in ("Ok", "Error"):
+        raise DaemonError(f"unexpected answer {tag}")
+    if args["--json"]:
+        print_json({"delivered": tag == "Ok", "message": body})
+    else:
+        print(body, file=sys.stdout if tag == "Ok" else sys.stderr)
+    return EXIT_OK if tag == "Ok" else EXIT_ERROR
+
+
+def cmd_metrics(args: dict[str, Any]) -> int:
+    with client(timeout=60) as c:
+        text = c.expect("Metrics", "Metrics")
+    if args["--json"]:
+        print_json({"metrics": text})
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK

@@ -76,9 +76,10 @@ class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs t
 
 
 # Requests without an argument: serde writes unit variants as a bare string.
-UNIT_REQUESTS = {"Status", "Reload", "DaemonStatus", "Shutdown", "Ping"}
+UNIT_REQUESTS = {"Status", "Reload", "DaemonStatus", "Shutdown", "Ping", "Metrics"}
 # Requests whose argument is a job name.
-NAME_REQUESTS = {"Run", "Pause", "Resume", "Trigger", "Cancel", "RunFollow"}
+# (NotifyTest's argument is a notifier's name.)
+NAME_REQUESTS = {"Run", "Pause", "Resume", "Trigger", "Cancel", "RunFollow", "NotifyTest"}
 
 
 def _parse_tagged(kind: str, arg: Any) -> Request:

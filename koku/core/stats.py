@@ -5,6 +5,7 @@ prometheus_client. Timestamps are Unix seconds, durations seconds.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
@@ -63,10 +64,10 @@ class RunStats:
     def notified(self, notifier: str, outcome: str) -> None:
         self.notifications[(notifier, outcome)] += 1
 
-    def delay_histogram(self) -> list[tuple[str, int]]:
-        """Cumulative buckets as Prometheus writes them: [("0.005", n), ..., ("+Inf", total)]."""
+    def delay_histogram(self) -> list[tuple[float, int]]:
+        """Cumulative buckets as Prometheus counts them: [(0.005, n), ..., (inf, total)]."""
         out, total = [], 0
-        for bound, count in zip((*(f"{b:g}" for b in START_DELAY_BUCKETS), "+Inf"), self.delay_counts):
+        for bound, count in zip((*START_DELAY_BUCKETS, math.inf), self.delay_counts):
             total += count
             out.append((bound, total))
         return out

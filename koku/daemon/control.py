@@ -23,6 +23,8 @@ from koku.core.model import RunRecord
 from koku.core.clock import Clock
 from koku.core.paths import StatePaths
 from koku.core.runner import JobRunner, iso
+from koku.daemon.alerting import DaemonAlerts
+from koku.daemon.metrics_setup import MetricsSetup
 from koku.daemon.runs import RunWaiters
 from koku.errors import RunRefused, UnknownJob
 
@@ -50,6 +52,9 @@ class DaemonView(Protocol):
 
     def reload(self) -> tuple[bool, str]: ...
 
+    alerts: DaemonAlerts  # `ku notify test`
+    metrics: MetricsSetup  # `ku metrics`, and whether metrics are on (DaemonStatus)
+
 
 class Control:
     def __init__(self, daemon: DaemonView, waiters: RunWaiters):
@@ -75,6 +80,8 @@ class Control:
             "socket": str(self.d.paths.socket),
             "state_dir": str(self.d.paths.root),
             "python": sys.version.split()[0],
+            "metrics": self.d.metrics.info(),
+            "notifications_pending": self.d.alerts.dispatcher.pending(),
         }
 
     def handle(self, req: protocol.Request) -> Any:
@@ -97,6 +104,11 @@ class Control:
         if kind == "Reload":
             ok, message = self.d.reload()
             return protocol.ok(message) if ok else protocol.error(message)
+        if kind == "Metrics":
+            return {"Metrics": self.d.metrics.render()}
+        if kind == "NotifyTest":
+            delivered, message = self.d.alerts.test(req.name or "")
+            return protocol.ok(message) if delivered else protocol.error(message)
         runner = self._job(req.name)
         if kind in ("Run", "Trigger", "RunFollow") and self.d.stopping:
             # A run started now could outlive the daemon: shutdown is already cancelling runs.

@@ -32,6 +32,7 @@ from koku.core.clock import Clock
 from koku.core.config import Config, load_config
 from koku.daemon import reload
 from koku.daemon.alerting import NOTIFY_GRACE, DaemonAlerts
+from koku.daemon.metrics_setup import MetricsSetup
 from koku.errors import AlreadyRunning, ConfigError
 from koku.daemon.clock import GeventClock
 from koku.daemon.executor import ProcessExecutor
@@ -178,6 +179,9 @@ class Daemon:
         self._spawn("scheduler", self._scheduler_loop)
         self._spawn("saver", self.saver.loop)
         self.alerts.start()
+        self.metrics = MetricsSetup(self.clock, lambda: self.config.daemon, self.all_runners,  # type: ignore[union-attr]
+                                    self.alerts, self.started_at.timestamp())
+        self.metrics.start()
         self._install_signals()
         logfmt.info("daemon started", pid=os.getpid(), version=__version__, config=str(self.config_path),
                     jobs=len(self.runners), socket=str(self.paths.socket), fds=self._fd_limit,
@@ -344,6 +348,7 @@ class Daemon:
         for run in self.executor.running():
             self.clock.wait(run, max(0.0, deadline - self.clock.monotonic()))
         self.alerts.close(NOTIFY_GRACE)  # before the last save: it records what was delivered
+        self.metrics.close()
         saver = self._greenlets.pop("saver", None)
         if saver is not None:
             saver.unlink(self._greenlet_died)
