@@ -584,6 +584,37 @@ def test_daemon_from_pyz_survives_the_file_being_replaced(
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT)
+def test_webhook_and_metrics_from_the_pyz(pyz: Path, bare_python: str, home_factory: Callable[..., PyzHome]) -> None:
+    """Alerts and metrics need nothing outside the archive: urllib for the webhook, and the bundled
+    prometheus_client, loaded only when asked for."""
+    from alerthelp import Hook, alert_config
+
+    hook = Hook()
+    try:
+        home = home_factory(pyz, bare_python)
+        home.write_config(alert_config({"name": "answer", "cron": "0 0 0 1 1 *", "command": "echo no; exit 3",
+                                        "notify": ["ops"]}, notify={"ops": {"webhook": hook.url()}}))
+        res = home.ku("daemon", "start", timeout=60)
+        assert res.returncode == 0, res.stderr + res.stdout
+        wait_for(home.daemon_pid, 15, what="daemon.pid")
+        assert home.ku("run", "answer", "--wait", timeout=60).returncode == 3
+        wait_for(lambda: hook.events(), 15, what="the webhook from the pyz daemon")
+        event = hook.events()[0]
+        assert event["event"] == "failure" and event["job"] == "answer" and event["run"]["tail"] == ["no"]
+        assert event["koku_version"] == koku.__version__
+        status = json.loads(home.ku("daemon", "status", "--json").stdout)
+        assert status["metrics"]["prometheus_client_loaded"] is False
+        res = home.ku("metrics")
+        assert res.returncode == 0, res.stderr
+        assert 'koku_job_runs_total{job="answer",outcome="failure"} 1.0' in res.stdout
+        assert 'koku_notifications_total{notifier="ops",outcome="delivered"} 1.0' in res.stdout
+        res = home.ku("daemon", "stop", timeout=60)
+        assert res.returncode == 0, res.stderr + res.stdout
+    finally:
+        hook.close()
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT)
 def test_daemon_without_usable_cache_dir_fails_clearly_while_clients_work(
         pyz: Path, bare_python: str, home_factory: Callable[..., PyzHome]) -> None:
     home = home_factory(pyz, bare_python)
