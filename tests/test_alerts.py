@@ -342,3 +342,44 @@ def test_mail_over_smtp_with_starttls_and_login(kenv):
         assert res.returncode == 1 and "SMTP login refused: 535" in res.stderr, res.stderr
     finally:
         controller.stop()
+
+
+def test_reload_keeps_undelivered_notifications(kenv, hook):
+    hook.statuses.extend([503, 503])  # delivered on the third attempt, ~3 s after the first
+    kenv.write_config(alert_config(
+        {"name": "bad", "cron": NEVER, "command": "exit 1", "notify": ["ops"]},
+        notify={"ops": {"webhook": hook.url()}}))
+    kenv.start()
+    kenv.ku("run", "bad", "--wait")
+    wait_for(lambda: hook.received, 10, what="the first attempt")
+    kenv.write_config(alert_config(
+        {"name": "bad", "cron": NEVER, "command": "exit 1", "notify": ["ops"], "description": "changed"},
+        {"name": "new", "cron": NEVER, "command": "true"},
+        notify={"ops": {"webhook": hook.url("/elsewhere")}}))
+    res = kenv.ku("reload")
+    assert res.returncode == 0 and "added new" in res.stdout, res.stderr + res.stdout
+    wait_for(lambda: len(hook.received) >= 3, 15, what="the retries after the reload")
+    # queued before the reload: delivered as queued, to the notifier it was queued for
+    assert [r.path for r in hook.received] == ["/hook"] * 3
+    wait_for(lambda: history(kenv, "bad")[0]["notifications"][0]["delivered"], 10, what="delivered")
+
+
+def test_shutdown_delivers_what_is_pending_within_the_grace(kenv):
+    hook = Hook()
+    try:
+        hook.statuses.extend([200])
+        kenv.write_config(alert_config(
+            {"name": "bad", "cron": NEVER, "command": "exit 1", "notify": ["ops", "page"]},
+            notify={"ops": {"webhook": hook.url()},
+                    "page": {"command": f"sleep 1; cat > {kenv.work}/paged"}}))
+        kenv.start()
+        kenv.ku("run", "bad", "--wait")
+        res = kenv.ku("daemon", "stop")  # at once: the command notifier is still sleeping
+        assert res.returncode == 0, res.stderr
+        assert json.loads((kenv.work / "paged").read_text())["event"] == "failure"
+        state = json.loads((kenv.state / "state.json").read_text())
+        record = state["jobs"]["bad"]["history"][-1]
+        assert [(n["notifier"], n["delivered"]) for n in record["notifications"]] == [("ops", True), ("page", True)]
+        assert "delivering pending notifications" in kenv.daemon_log()
+    finally:
+        hook.close()
