@@ -178,3 +178,68 @@ def test_cancel_refuses_idle_and_unknown_jobs(kenv):
     assert idle.returncode == 1 and 'job "hello" is not running' in idle.stderr
     unknown = kenv.ku("cancel", "nope")
     assert unknown.returncode == 1 and 'unknown job "nope"' in unknown.stderr
+
+
+# -- item 10: shell completion generated from the usage text ---------------------------------------------
+def _complete_in_bash(kenv, *words: str) -> list[str]:
+    """Load `ku completion bash` into a real bash and ask it to complete ``words`` (the last is the one
+    being typed), as bash's programmable completion does."""
+    import os
+    import shlex
+    import subprocess
+
+    from conftest import KU
+
+    bin_dir = os.path.dirname(KU[0]) if len(KU) == 1 else None
+    env = dict(kenv.env)
+    if bin_dir:
+        env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    array = " ".join(shlex.quote(w) for w in ("ku", *words))
+    script = (f"source <(ku completion bash) || exit 9; COMP_WORDS=({array}); COMP_CWORD={len(words)}; "
+              "_ku; printf '%s\\n' \"${COMPREPLY[@]}\"")
+    res = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60, cwd=kenv.work)
+    assert res.returncode == 0, res.stderr
+    return [line for line in res.stdout.splitlines() if line]
+
+
+@pytest.mark.skipif(__import__("shutil").which("bash") is None, reason="no bash on this machine")
+def test_bash_completion_completes_commands_subcommands_options_and_job_names(kenv):
+    assert _complete_in_bash(kenv, "sta") == ["status"]
+    assert _complete_in_bash(kenv, "daemon", "st") == ["start", "stop", "status"]
+    assert _complete_in_bash(kenv, "--config", "x.toml", "re") == ["resume", "reload"]
+    assert _complete_in_bash(kenv, "run", "--w") == ["--wait"]
+    assert _complete_in_bash(kenv, "daemon", "run", "--log-format", "") == ["logfmt", "json"]
+    assert "cancel" in _complete_in_bash(kenv, "")
+    assert _complete_in_bash(kenv, "completion", "") == ["bash", "zsh", "fish"]
+    write(kenv, [{"name": n, "cron": "@yearly", "command": "true"} for n in ("backup", "backup-db", "cleanup")])
+    assert _complete_in_bash(kenv, "run", "ba") == []  # no daemon: nothing to offer, and no error
+    kenv.start()
+    assert _complete_in_bash(kenv, "run", "ba") == ["backup", "backup-db"]
+    assert _complete_in_bash(kenv, "log", "-n", "5", "") == ["backup", "backup-db", "cleanup"]
+    assert _complete_in_bash(kenv, "run", "backup", "") == []  # one job name only
+
+
+def test_completion_scripts_follow_the_usage_text():
+    from koku.client.cli import USAGE
+    from koku.client.completion import script
+
+    extra = USAGE.replace("  ku reload [options]\n", "  ku reload [options]\n  ku frobnicate <name> [--hard] [options]\n")
+    extra = extra.replace("Options:\n", "Options:\n  --hard                 Frobnicate hard.\n", 1)
+    for shell in ("bash", "zsh", "fish"):
+        text = script(shell, USAGE)
+        for command in ("init", "check", "daemon", "status", "run", "cancel", "log", "history", "completion"):
+            assert command in text, (shell, command)
+        assert "status --json" in text  # job names from the running daemon
+        assert "frobnicate" not in text
+        changed = script(shell, extra)
+        assert "frobnicate" in changed and "hard" in changed, shell  # a new command shows up by itself
+    assert "complete -F _ku ku koku" in script("bash", USAGE)
+    assert script("zsh", USAGE).startswith("#compdef ku koku")
+    assert "complete -c koku" in script("fish", USAGE)
+
+
+def test_ku_completion_prints_the_script(kenv):
+    res = kenv.ku("completion", "bash")
+    assert res.returncode == 0 and res.stdout.startswith("# bash completion for ku")
+    bad = kenv.ku("completion", "tcsh")
+    assert bad.returncode == 2 and "bash, zsh, fish" in bad.stderr

@@ -40,6 +40,7 @@ Usage:
   ku history <name> [-n N] [options]
   ku notify test <notifier> [options]
   ku metrics [options]
+  ku completion (bash | zsh | fish) [options]
   ku (-h | --help)
   ku --version
 
@@ -61,6 +62,7 @@ Commands:
   history         Show a job's past runs.
   notify test     Send a test event through a notifier now and show the answer.
   metrics         Print the daemon's Prometheus metrics.
+  completion      Print a shell completion script (bash, zsh or fish); see the README to install it.
 
 Options:
   -c PATH --config=PATH  Config file (default: $KOKU_CONFIG, else $XDG_CONFIG_HOME/koku/config.toml).
@@ -98,6 +100,7 @@ COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "history": remote.cmd_history,
     "notify": remote.cmd_notify_test,
     "metrics": remote.cmd_metrics,
+    "completion": local.cmd_completion,
 }
 
 

@@ -98,3 +98,12 @@ def cmd_import(args: dict[str, Any]) -> int:
         print(f"koku: {len(result.skipped)} line{'s' if len(result.skipped) != 1 else ''} of {result.source} "
               "could not be converted (listed above)", file=sys.stderr)
     return code
+
+
+def cmd_completion(args: dict[str, Any]) -> int:
+    from koku.client.cli import USAGE
+    from koku.client.completion import script
+
+    shell = next(name for name in ("bash", "zsh", "fish") if args[name])
+    sys.stdout.write(script(shell, USAGE))
+    return EXIT_OK

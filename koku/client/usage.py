@@ -20,6 +20,7 @@ class Spec(NamedTuple):
     options: dict[str, bool]  # every spelling ("-c", "--config") -> whether it takes a value
     option_help: dict[str, str]  # the long (or only) spelling -> its description
     positional: dict[str, list[tuple[str, bool]]]  # "run" -> [("<name>", True)]: (argument, required)
+    spellings: dict[str, list[str]]  # "--config" -> ["-c", "--config"]: one Options line's spellings
 
 
 def _section(text: str, title: str) -> list[str]:
@@ -47,7 +48,12 @@ def parse(text: str) -> Spec:
         command = words[1]
         usage.setdefault(command, []).append(line.strip())
         rest = words[2:]
-        if rest and re.fullmatch(r"[a-z][a-z-]*", rest[0]):
+        choice = re.match(r"\(([a-z][a-z |-]*)\)", " ".join(rest))
+        if choice:  # "ku completion (bash | zsh | fish)": one of these words
+            for word in choice.group(1).split("|"):
+                subcommands.setdefault(command, []).append(word.strip())
+            rest = " ".join(rest)[choice.end():].split()
+        elif rest and re.fullmatch(r"[a-z][a-z-]*", rest[0]):
             subcommands.setdefault(command, []).append(rest[0])
             rest = rest[1:]
         args = positional.setdefault(command, [])
@@ -62,6 +68,7 @@ def parse(text: str) -> Spec:
         summaries[name.strip()] = summary.strip()
     options: dict[str, bool] = {}
     option_help: dict[str, str] = {}
+    spelled: dict[str, list[str]] = {}
     for line in _section(text, "Options:"):
         forms, _, description = line.strip().partition("  ")
         spellings = re.findall(r"(--?[A-Za-z][\w-]*)(=\S+| [A-Z]+)?", forms)
@@ -70,7 +77,8 @@ def parse(text: str) -> Spec:
             options[spelling] = takes_value
         if spellings:
             option_help[spellings[-1][0]] = re.sub(r"\s+", " ", description).strip()
-    return Spec(usage, subcommands, summaries, options, option_help, positional)
+            spelled[spellings[-1][0]] = [spelling for spelling, _ in spellings]
+    return Spec(usage, subcommands, summaries, options, option_help, positional, spelled)
 
 
 def _suggest(word: str, choices: list[str], prefix: str = "") -> str:
@@ -121,7 +129,8 @@ def diagnose(text: str, argv: list[str]) -> str:
         if not rest:
             problem = f'"ku {command}" needs one of: {", ".join(subs)}'
         elif rest[0] not in subs:
-            problem = f'unknown command "{command} {rest[0]}"{_suggest(rest[0], subs, command + " ")}'
+            hint = _suggest(rest[0], subs, command + " ") or f'; "ku {command}" takes one of: {", ".join(subs)}'
+            problem = f'unknown command "{command} {rest[0]}"{hint}'
         else:
             rest = rest[1:]
     if problem is None and valueless:
