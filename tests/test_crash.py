@@ -9,6 +9,7 @@ import json
 import math
 import random
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -205,3 +206,44 @@ def test_orphans_of_a_kill_9_are_killed_at_restart_so_overlap_false_holds(kenv):
     interrupted = [r for r in hist if r["outcome"] == "interrupted"]
     assert len(interrupted) == 1 and f"process group {min(orphans)}" in interrupted[0]["description"]
     assert "terminated" in interrupted[0]["description"] and interrupted[0]["pid"] == min(orphans)
+
+
+# ----- item 10: a singleton lock that cannot be deleted ----------------------------------------------
+def test_muzan_stop_sigterm_and_deleted_files_never_let_a_second_daemon_start(kenv):
+    done = kenv.work / "done"
+    kenv.write_config(config({"name": "long", "cron": "@yearly", "command": f"sleep 4; touch {done}"},
+                             daemon={"shutdown_grace": "20s"}))
+    first = kenv.start()
+    kenv.request({"Run": "long"})
+    wait_for(lambda: kenv.status("long")["state"] == "running", 5)
+    sock, pidfile = kenv.state / "daemon.sock", kenv.state / "daemon.pid"
+    os.kill(first, signal.SIGTERM)  # muzan's stop: SIGTERM and both files deleted at once
+    sock.unlink()
+    pidfile.unlink()
+    res = kenv.ku("daemon", "start")
+    assert koku_daemons(kenv) == [first], res.stdout + res.stderr
+    assert f"pid {first}" in res.stdout + res.stderr
+    # The first daemon, still in its shutdown grace, binds its socket and writes its pid file again.
+    wait_for(lambda: sock.exists() and kenv.daemon_pid() == first, 5, what="daemon.sock and daemon.pid again")
+    assert kenv.request("DaemonStatus")["DaemonStatus"]["pid"] == first
+    # Files that are not its own (another writer replaced them) are never deleted on its way out.
+    foreign = kenv.state / "foreign.pid"
+    foreign.write_text("12345\n")
+    os.replace(foreign, pidfile)
+    wait_for(lambda: not alive(first), 15, what="the first daemon to finish its run and exit")
+    assert pidfile.read_text() == "12345\n"
+    assert done.exists() and state_of(kenv)["jobs"]["long"]["last_run"]["outcome"] == "success"
+    pidfile.unlink()
+    second = kenv.start()
+    assert second != first and koku_daemons(kenv) == [second]
+    assert kenv.request("DaemonStatus")["DaemonStatus"]["pid"] == second
+
+
+def test_deleting_the_state_dir_does_not_let_a_second_daemon_start(kenv):
+    kenv.write_config(config({"name": "x", "cron": "@yearly", "command": "true"}))
+    first = kenv.start()
+    shutil.rmtree(kenv.state)
+    res = kenv.ku("daemon", "start")
+    assert koku_daemons(kenv) == [first], res.stdout + res.stderr
+    assert f"pid {first}" in res.stdout + res.stderr
+    wait_for(lambda: kenv.daemon_pid() == first, 5, what="the pid file again")

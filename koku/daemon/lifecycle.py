@@ -11,8 +11,6 @@ Signal handlers and socket requests only call ``request_stop()`` / ``request_rel
 from __future__ import annotations
 
 import ctypes  # now, not at first use: the daemon imports nothing after it starts serving
-import errno
-import fcntl
 import grp
 import os
 import random
@@ -33,7 +31,7 @@ from koku.core.config import Config, load_config
 from koku.daemon import reload
 from koku.daemon.alerting import NOTIFY_GRACE, DaemonAlerts
 from koku.daemon.metrics_setup import MetricsSetup
-from koku.errors import AlreadyRunning, ConfigError
+from koku.errors import ConfigError
 from koku.daemon.clock import GeventClock
 from koku.daemon.executor import ProcessExecutor
 from koku.daemon.control import Control
@@ -42,50 +40,15 @@ from koku.core.model import JobMemory, RunRecord
 from koku.core.paths import StatePaths
 from koku.daemon import recovery
 from koku.daemon.saver import StateSaver
+from koku.daemon.singleton import Singleton
 from koku.core.runner import Context, JobRunner
 from koku.core.scheduler import Scheduler
 from koku.daemon.server import ControlServer, connection_limit, raise_fd_limit
 from koku.core.state import StateStore
 
-LOOPS = ("scheduler", "saver")  # the greenlets restarted when they die
+LOOPS = ("scheduler", "saver", "housekeeper")  # the greenlets restarted when they die
+HOUSEKEEPING = 1.0  # seconds between looks at daemon.sock and daemon.pid (recreated when deleted)
 SAVER_JOIN = 30.0  # seconds shutdown waits for a state write in progress (a slow disk's fsync)
-
-
-class PidLock:
-    """An flock on the pid file: held for the daemon's life, released by the kernel if it dies."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise AlreadyRunning(read_pid(self.path), self.path.parent) from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
-            os.close(self.fd)
-            self.fd = None
-
-
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def release_free_memory() -> None:
@@ -120,9 +83,10 @@ class Daemon:
         self._reload_requested = False
         self._reload_lock = gevent.lock.BoundedSemaphore()
         self._stop_now = False
+        self._complained: set[str] = set()
         self._greenlets: dict[str, gevent.Greenlet] = {}
         self.waiters = RunWaiters()
-        self._lock = PidLock(paths.pid_file)
+        self._lock = Singleton(paths.root, paths.pid_file)
         self.control = Control(self, self.waiters)
         self.server: ControlServer | None = None  # made in _run_locked, once socket_group is known
         self._fd_limit = 1024
@@ -148,6 +112,7 @@ class Daemon:
             os.chmod(self.paths.root, 0o700)
         self._lock.acquire()
         try:
+            self._write_pid()
             return self._run_locked()
         finally:
             self._lock.release()
@@ -178,6 +143,7 @@ class Daemon:
             self._add_runner(job, startup=True)
         self._spawn("scheduler", self._scheduler_loop)
         self._spawn("saver", self.saver.loop)
+        self._spawn("housekeeper", self._housekeeping_loop)
         self.alerts.start()
         self.metrics = MetricsSetup(self.clock, lambda: self.config.daemon, self.all_runners,  # type: ignore[union-attr]
                                     self.alerts, self.started_at.timestamp())
@@ -223,7 +189,8 @@ class Daemon:
 
     def _restart(self, name: str) -> None:
         if not self._stop.is_set():
-            self._spawn(name, {"scheduler": self._scheduler_loop, "saver": self.saver.loop}[name])
+            self._spawn(name, {"scheduler": self._scheduler_loop, "saver": self.saver.loop,
+                               "housekeeper": self._housekeeping_loop}[name])
 
     def _install_signals(self) -> None:
         gevent.signal_handler(signal.SIGTERM, self.request_stop)
@@ -262,6 +229,44 @@ class Daemon:
             delay = self.scheduler.tick()
             self._wake_scheduler.clear()
             self.clock.wait(self._wake_scheduler, delay)
+
+    def _housekeeping_loop(self) -> None:
+        while True:
+            self.clock.sleep(HOUSEKEEPING)
+            self._keep_files()
+
+    def _keep_files(self) -> None:
+        """Recreate daemon.sock and daemon.pid when someone deleted them (muzan's stop deletes both while
+        the daemon may still run for shutdown_grace); leave alone what someone else put in their place."""
+        assert self.server is not None
+        sock = self.server.socket_ours()
+        if sock is None:
+            try:
+                self.server.rebind()
+                logfmt.warning("daemon.sock was deleted; bound it again", path=str(self.paths.socket))
+            except OSError as exc:
+                self._complain("socket", f"cannot bind {self.paths.socket} again", exc.strerror or str(exc))
+        elif sock is False:
+            self._complain("socket", f"{self.paths.socket} was replaced by another file; leaving it alone", "")
+        if self._lock.pid_file_ours() is None:
+            self._write_pid()
+        elif self._lock.pid_file_ours() is False:
+            self._complain("pid", f"{self.paths.pid_file} was replaced by another file; leaving it alone", "")
+
+    def _write_pid(self) -> None:
+        try:
+            self._lock.write_pid()
+            self._complained.discard("pid-write")
+        except OSError as exc:  # a full disk: the daemon runs; the housekeeper tries again
+            self._complain("pid-write", f"cannot write {self.paths.pid_file}; will retry", exc.strerror or str(exc))
+
+    def _complain(self, key: str, message: str, reason: str) -> None:
+        if key not in self._complained:  # once per problem, not once a second
+            self._complained.add(key)
+            if reason:
+                logfmt.error(message, reason=reason)
+            else:
+                logfmt.error(message)
 
     def _timer_failed(self, timer: Any, exc: BaseException) -> None:
         logfmt.error("scheduled callback failed", job=timer.label, reason=repr(exc))
@@ -357,6 +362,10 @@ class Daemon:
             self.saver.save(in_thread=False)
         except OSError as exc:
             logfmt.error("cannot write state at shutdown", reason=exc.strerror or str(exc))
+        keeper = self._greenlets.pop("housekeeper", None)
+        if keeper is not None:  # first: it must not bind the socket again once the server has stopped
+            keeper.unlink(self._greenlet_died)
+            keeper.kill()
         if self.server is not None:
             self.server.stop()
         logfmt.info("daemon stopped", pid=os.getpid())

@@ -67,8 +67,10 @@ def connection_limit(soft_fds: int) -> int:
 EVICT_HEADROOM = 16  # greenlets beyond the limit, each only long enough to take or be refused a slot
 
 
-def bind_unix(path: Path, mode: int = 0o600, group: str | None = None) -> socket.socket:
-    """Bind and listen on ``path`` (replacing what is there: the caller holds the pid lock)."""
+def bind_unix(path: Path, mode: int = 0o600, group: str | None = None) -> tuple[socket.socket, tuple[int, int]]:
+    """Bind and listen on ``path`` (replacing what is there: the caller holds the singleton lock).
+    Returns the listener and the (st_dev, st_ino) of the socket file, by which the daemon later tells
+    its own socket from one that replaced it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         os.unlink(tmp)
@@ -80,6 +82,7 @@ def bind_unix(path: Path, mode: int = 0o600, group: str | None = None) -> socket
         if group:
             os.chown(tmp, -1, grp.getgrnam(group).gr_gid)
         os.chmod(tmp, mode)
+        st = os.stat(tmp, follow_symlinks=False)
         os.replace(tmp, path)
         sock.listen(128)
     except BaseException:
@@ -89,7 +92,7 @@ def bind_unix(path: Path, mode: int = 0o600, group: str | None = None) -> socket
         except OSError:
             pass
         raise
-    return sock
+    return sock, (st.st_dev, st.st_ino)
 
 
 class _Conn:
@@ -114,6 +117,7 @@ class ControlServer:
         self._per_uid: dict[int, int] = {}
         self._server: StreamServer | None = None
         self._pool: Pool | None = None
+        self._inode: tuple[int, int] | None = None  # of the socket file we bound
         if clock is None:
             from koku.daemon.clock import GeventClock
 
@@ -122,10 +126,29 @@ class ControlServer:
 
     def start(self) -> None:
         mode = 0o660 if self._group else 0o600
-        listener = bind_unix(self.path, mode, self._group)
-        self._pool = Pool(self.max_connections + EVICT_HEADROOM)
+        listener, self._inode = bind_unix(self.path, mode, self._group)
+        if self._pool is None:
+            self._pool = Pool(self.max_connections + EVICT_HEADROOM)
         self._server = StreamServer(listener, self._serve, spawn=self._pool)
         self._server.start()
+
+    def socket_ours(self) -> bool | None:
+        """True if the path still holds the socket we bound, False if something else, None if gone."""
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self._inode
+
+    def rebind(self) -> None:
+        """The socket file was deleted: bind a new one. Connections in flight carry on (same pool); the
+        old listener, unreachable now, is closed. Raises OSError."""
+        old = self._server
+        self.start()
+        if old is not None:
+            old.close()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop accepting; give requests in flight ``timeout`` seconds (on the daemon's clock), then end them."""
@@ -136,10 +159,11 @@ class ControlServer:
                 self._clock.wait(handler, max(0.0, deadline - self._clock.monotonic()))
             self._pool.kill(block=False)  # what is left ends now
             self._server = None
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        if self.socket_ours():  # never a socket that is not ours (another daemon's, after ours was deleted)
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
 
     def _serve(self, conn: socket.socket, _address: Any) -> None:
         me = gevent.getcurrent()
