@@ -109,3 +109,10 @@ class DeliveryError(KokuError):
         super().__init__(reason)
         self.reason = reason
         self.retry = retry
+
+
+class CgroupUnavailable(KokuError):
+    """The daemon cannot have a cgroup per run here (no cgroup2, no write access); the message says
+    why. Never reaches the user as an error: the daemon logs it and falls back to the subreaper."""
+
+    exit_code = 1

@@ -172,6 +172,14 @@ def test_kill_9_during_a_run_is_recorded_as_interrupted(kenv):
     assert kenv.ku("run", "long").returncode == 0
     wait_for(marker.exists, 5)
     job_pid = kenv.status("long")["pid"]
+
+    def saved_pid() -> int | None:
+        flight = json.loads((kenv.state / "state.json").read_text())["jobs"].get("long", {}).get("in_flight")
+        return flight[0].get("pid") if flight else None
+
+    # The pid is saved by the state writer (threadpool, fsync) after the spawn; on a loaded box the job
+    # can touch its marker first.
+    wait_for(lambda: saved_pid() == job_pid, 5, what="the run's pid in state.json")
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not alive(pid), 5)
     state = json.loads((kenv.state / "state.json").read_text())  # valid JSON after kill -9

@@ -172,5 +172,6 @@ def daemon_status(info: dict[str, Any]) -> str:
         ("jobs", info.get("jobs")),
         ("running", info.get("running")),
         ("socket", info.get("socket")),
+        ("containment", " ".join(str(info[k]) for k in ("containment", "cgroup") if info.get(k))),
     ]
-    return "\n".join(f"{k + ':':<9} {_cell(v)}" for k, v in rows)
+    return "\n".join(f"{k + ':':<12} {_cell(v)}" for k, v in rows)

@@ -69,6 +69,10 @@ class RunResult:
     started_mono: float | None  # clock.monotonic() seconds
     ended_mono: float
     tail: tuple[str, ...]  # last lines of output, oldest first
+    # What the run's cgroup used, where the run had one (cgroup containment): CPU microseconds of every
+    # process of the run, and peak memory bytes where the memory controller is enabled for it.
+    cpu_usec: int | None = None
+    memory_peak: int | None = None
 
 
 @dataclass(slots=True)
@@ -87,6 +91,8 @@ class RunRecord:
     signal: int | None = None
     pid: int | None = None
     tail: list[str] = field(default_factory=list)
+    cpu_s: float | None = None  # CPU seconds of the whole run (cgroup containment only)
+    memory_peak: int | None = None  # peak memory bytes of the whole run (cgroup with memory controller)
     # "starting": saved before the child is spawned (a crash then may or may not have run it);
     # "running": the child exists and ``pid`` is its process group; None once the run has ended.
     phase: str | None = None
@@ -250,6 +256,8 @@ _RECORD_CHECKS: dict[str, Callable[[Any], bool]] = {
     "notifications": lambda v: isinstance(v, list) and all(
         isinstance(n, dict) and isinstance(n.get("notifier"), str) and isinstance(n.get("event"), str)
         and n.get("delivered") in (True, False, None) for n in v),
+    "cpu_s": _opt(lambda v: type(v) in (int, float) and math.isfinite(v) and v >= 0),
+    "memory_peak": _opt(lambda v: type(v) is int and v >= 0),
 }
 _RECORD_REQUIRED = ("run", "trigger", "started")
 _MEMORY_CHECKS: dict[str, Callable[[Any], bool]] = {

@@ -256,6 +256,8 @@ class JobRunner:
         record.signal = result.signal
         record.pid = result.pid if result.pid is not None else record.pid
         record.tail = list(result.tail)
+        record.cpu_s = None if result.cpu_usec is None else round(result.cpu_usec / 1e6, 3)
+        record.memory_peak = result.memory_peak
         self.active.pop(record.run, None)
         self.mem.end_run(record, self.ctx.daemon.history)
         if result.outcome is Outcome.SUCCESS:

@@ -25,6 +25,7 @@ from koku.core.paths import StatePaths
 from koku.core.runner import JobRunner, iso
 from koku.daemon.alerting import DaemonAlerts
 from koku.daemon.metrics_setup import MetricsSetup
+from koku.daemon.procgroup import Containment
 from koku.daemon.runs import RunWaiters
 from koku.errors import RunRefused, UnknownJob
 
@@ -54,6 +55,8 @@ class DaemonView(Protocol):
 
     alerts: DaemonAlerts  # `ku notify test`
     metrics: MetricsSetup  # `ku metrics`, and whether metrics are on (DaemonStatus)
+    @property
+    def containment(self) -> Containment: ...
 
 
 class Control:
@@ -82,6 +85,7 @@ class Control:
             "python": sys.version.split()[0],
             "metrics": self.d.metrics.info(),
             "notifications_pending": self.d.alerts.dispatcher.pending(),
+            **self.d.containment.describe(),
         }
 
     def handle(self, req: protocol.Request) -> Any:

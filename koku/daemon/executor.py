@@ -24,6 +24,7 @@ from koku.core.model import Outcome, RunResult
 from koku.daemon.credentials import Credentials
 from koku.daemon.process import ProcessRun
 from koku.daemon.runs import RunStream, RunWaiters
+from koku.daemon.procgroup import Containment
 from koku.core.runner import JobRunner
 
 
@@ -47,10 +48,11 @@ class _Tee:
 
 class ProcessExecutor:
     def __init__(self, clock: Clock, log_dir: Path, config: Callable[[], Config], runs: RunWaiters | None = None,
-                 durable: Callable[[], object] = lambda: None):
+                 durable: Callable[[], object] = lambda: None, containment: Containment | None = None):
         self.clock = clock
         self._runs = runs  # where live readers find each run's output stream
         self._durable = durable  # blocks the calling greenlet until what the runner recorded is on disk
+        self.containment = containment if containment is not None else Containment()
         self.log_dir = log_dir
         self._config = config  # a callable: reload replaces the config
         self._procs: dict[tuple[str, int], ProcessRun] = {}
@@ -176,6 +178,7 @@ class ProcessExecutor:
                 log=_Tee(log, self._runs.stream(*key) if self._runs is not None else None),  # type: ignore[arg-type]
                 timeout=runner.cfg.timeout,
                 kill_grace=cfg.kill_grace,
+                cage=self.containment.cage(name, record.run),
                 clock=self.clock,
                 credentials=self._credentials(runner.cfg, acct),
                 refuse=refuse,

@@ -42,6 +42,7 @@ from koku.daemon import recovery
 from koku.daemon.saver import StateSaver
 from koku.daemon.singleton import Singleton
 from koku.core.runner import Context, JobRunner
+from koku.daemon import procgroup
 from koku.core.scheduler import Scheduler
 from koku.daemon.server import ControlServer, connection_limit, raise_fd_limit
 from koku.core.state import StateStore
@@ -91,6 +92,7 @@ class Daemon:
         self.server: ControlServer | None = None  # made in _run_locked, once socket_group is known
         self._fd_limit = 1024
         self.executor: ProcessExecutor | None = None
+        self.containment: procgroup.Containment = procgroup.Containment()
 
     # ----- start-up ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -125,10 +127,14 @@ class Daemon:
         self.memory, warnings = self.store.load()
         for warning in warnings:
             logfmt.warning(warning)
-        self.executor = ProcessExecutor(self.clock, self.paths.log_dir, lambda: self.config,  # type: ignore[arg-type,return-value]
-                                        runs=self.waiters, durable=self.saver.wait_durable)
         # Before anything is scheduled: an orphan left running would overlap the job's next run.
         recovery.recover(self.memory, self.clock, self.config.daemon.kill_grace, self.config.daemon.history)
+        # After recovery, which empties a crashed daemon's run cgroups so that setup can sweep them.
+        # KOKU_CONTAINMENT forces a kind (tests run the subreaper fallback on a machine with cgroups).
+        self.containment = procgroup.setup(os.environ.get("KOKU_CONTAINMENT", "auto"))
+        self.executor = ProcessExecutor(self.clock, self.paths.log_dir, lambda: self.config,  # type: ignore[arg-type,return-value]
+                                        runs=self.waiters, durable=self.saver.wait_durable,
+                                        containment=self.containment)
         self.alerts = DaemonAlerts(self.clock, lambda: self.config,  # type: ignore[arg-type,return-value]
                                    lambda name: self.runners.get(name) or self.retired.get(name))
         # One context shared by every runner (10,000 jobs must not mean 10,000 copies).
@@ -151,7 +157,7 @@ class Daemon:
         self._install_signals()
         logfmt.info("daemon started", pid=os.getpid(), version=__version__, config=str(self.config_path),
                     jobs=len(self.runners), socket=str(self.paths.socket), fds=self._fd_limit,
-                    connections=self.server.max_connections)
+                    connections=self.server.max_connections, **self.containment.describe())
         self._spawn_after("trim", 1.0, release_free_memory)
         self.saver.changed()
         try:
@@ -352,6 +358,8 @@ class Daemon:
         deadline = self.clock.monotonic() + self.config.daemon.kill_grace + 5
         for run in self.executor.running():
             self.clock.wait(run, max(0.0, deadline - self.clock.monotonic()))
+        # What runs left behind after a normal exit dies with the daemon: nothing of a job outlives it.
+        self.containment.stop(self.clock, 0 if self._stop_now else self.config.daemon.kill_grace)
         self.alerts.close(NOTIFY_GRACE)  # before the last save: it records what was delivered
         self.metrics.close()
         saver = self._greenlets.pop("saver", None)

@@ -31,13 +31,19 @@ from koku.core.durations import spoken_duration
 from koku.core.joblog import JobLog, LineTail
 from koku.core.model import Outcome, RunResult
 from koku.daemon.credentials import NO_CREDENTIALS, Credentials
+from koku.daemon.procgroup import Cage, group_alive, kill_group
+
+__all__ = ["ProcessRun", "describe_exit", "group_alive", "kill_group"]
 
 
 _CHUNK = 64 * 1024
-# How often to look whether group members outlived the leader during a grace period (seconds); each look
-# scans /proc, so back off from quick to slow.
+# How often to look whether the run's processes outlived the leader during a grace period (seconds);
+# a look may scan /proc, so back off from quick to slow.
 _GROUP_POLL_MIN = 0.02
 _GROUP_POLL_MAX = 0.5
+# After SIGKILL, how long to keep looking (and killing again: a fork may have raced the first kill)
+# until nothing of the run is left (seconds).
+_KILL_CONFIRM = 2.0
 
 
 def _signal_name(signum: int) -> str:
@@ -81,58 +87,6 @@ def describe_exit(
     return text
 
 
-def _check_pgid(pgid: int) -> None:
-    # killpg(0) and killpg(1) would hit the daemon's own group or everything: never let a bad record do that.
-    if pgid <= 1:
-        raise ValueError(f"refusing to signal process group {pgid}")
-
-
-def kill_group(pgid: int, sig: int) -> bool:
-    """Send ``sig`` to process group ``pgid``. False if the group is gone (ESRCH) or no longer ours
-    (EPERM: the id was reused by another user's process). Raises ValueError for pgid <= 1."""
-    _check_pgid(pgid)
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
-    return True
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether process group ``pgid`` still has a live member we may signal.
-
-    Zombies do not count: where PID 1 never reaps orphans (a shell as a container's init), a job's
-    dead grandchildren linger as zombies and would otherwise keep every group "alive" forever.
-    """
-    if not kill_group(pgid, 0):
-        return False
-    live = _live_member_exists(pgid)
-    return True if live is None else live
-
-
-def _live_member_exists(pgid: int) -> bool | None:
-    """Scan /proc for a non-zombie member of ``pgid``; None where /proc is not available."""
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return None
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue  # exited while we looked
-        # The command name may contain spaces and parentheses; the fields start after the last ")".
-        fields = data[data.rfind(b")") + 2 :].split(None, 3)
-        if len(fields) >= 3 and fields[2] == str(pgid).encode() and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
-
-
 class ProcessRun:
     """One child. Create, then ``start()`` (non-blocking), then ``wait()`` in the runner greenlet.
 
@@ -153,6 +107,7 @@ class ProcessRun:
         timeout: float | None,
         kill_grace: float,
         clock: Clock,
+        cage: Cage | None = None,
         drain: float = 2.0,
         tail_lines: int = 20,
         max_line: int = 1000,
@@ -170,6 +125,7 @@ class ProcessRun:
         self.drain = drain
         self.credentials = credentials
         self._refuse = refuse  # a reason found before the spawn (e.g. the user is gone): an ERROR run
+        self.cage = cage if cage is not None else Cage()
         self.pid: int | None = None
         self._tail = LineTail(tail_lines, max_line)
         self._popen: Popen | None = None
@@ -214,7 +170,9 @@ class ProcessRun:
             self._finish_unstarted(Outcome.ERROR, describe_exit(None, not_started=reason))
             return
         try:
-            popen = self._spawn(cwd, write_fd)
+            with self.cage.spawning():
+                popen = self._spawn(cwd, write_fd)
+            self.cage.started(popen.pid)
         except (OSError, ValueError) as exc:
             os.close(read_fd)
             self._finish_unstarted(Outcome.ERROR, describe_exit(None, not_started=self._start_error(exc, cwd)))
@@ -316,6 +274,7 @@ class ProcessRun:
         return f"{what}: {exc.strerror or exc}"
 
     def _finish_unstarted(self, outcome: Outcome, description: str) -> None:
+        self.cage.release()
         self._result = RunResult(outcome=outcome, description=description, exit_code=None, signal=None,
                                  pid=None, started_mono=None, ended_mono=self.clock.monotonic(), tail=())
 
@@ -338,12 +297,12 @@ class ProcessRun:
         now = self.clock.monotonic()
         self._term_at = now
         self._kill_at = now + grace
-        kill_group(self.pid, signal.SIGTERM)
+        self.cage.signal(signal.SIGTERM)
 
     def _kill(self) -> None:
         assert self.pid is not None
         self._killed = True
-        kill_group(self.pid, signal.SIGKILL)
+        self.cage.signal(signal.SIGKILL)
 
     def _supervise(self, popen: Popen, pump: gevent.Greenlet, read_fd: int) -> None:
         try:
@@ -351,6 +310,8 @@ class ProcessRun:
             ended = self.clock.monotonic()
             if self._term_at is not None and not self._killed:
                 self._wait_group_or_kill()
+            if self._killed:
+                self._confirm_killed()
             # A backgrounded grandchild may hold the pipe open forever: drain for a bounded time only.
             self.clock.wait(pump, self.drain)
         finally:
@@ -358,7 +319,8 @@ class ProcessRun:
                 pump.kill(block=False)
                 self.clock.wait(pump, 1.0)
             os.close(read_fd)
-        self._result = self._make_result(self._returncode, ended)
+            usage = self.cage.release()
+        self._result = self._make_result(self._returncode, ended, usage)
 
     def _wait_leader(self, popen: Popen) -> None:
         assert self._started_mono is not None
@@ -384,11 +346,11 @@ class ProcessRun:
             self.clock.wait(self._wake, None if deadline is None else max(0.0, deadline - now))
 
     def _wait_group_or_kill(self) -> None:
-        # The leader is gone but members that trap or ignore TERM may remain; the group id stays ours
+        # The leader is gone but processes that trap or ignore TERM may remain; the group id stays ours
         # while any member lives, so polling it and then KILLing it cannot hit a stranger.
         assert self.pid is not None and self._kill_at is not None
         poll = _GROUP_POLL_MIN
-        while group_alive(self.pid):
+        while self.cage.alive():
             remaining = self._kill_at - self.clock.monotonic()
             if remaining <= 0:
                 self._kill()
@@ -397,7 +359,19 @@ class ProcessRun:
             self.clock.wait(self._wake, min(poll, remaining))
             poll = min(poll * 2, _GROUP_POLL_MAX)
 
-    def _make_result(self, rc: int | None, ended: float) -> RunResult:
+    def _confirm_killed(self) -> None:
+        deadline = self.clock.monotonic() + _KILL_CONFIRM
+        poll = _GROUP_POLL_MIN
+        while self.cage.alive():
+            if self.clock.monotonic() >= deadline:
+                logfmt.warning("processes of the run survived SIGKILL", pid=self.pid, grace=_KILL_CONFIRM)
+                return
+            self.cage.signal(signal.SIGKILL)
+            self._wake.clear()
+            self.clock.wait(self._wake, poll)
+            poll = min(poll * 2, _GROUP_POLL_MAX / 2)
+
+    def _make_result(self, rc: int | None, ended: float, usage: dict[str, int] | None = None) -> RunResult:
         grace = None
         if self._killed and self._kill_at is not None and self._term_at is not None:
             grace = self._kill_at - self._term_at
@@ -416,7 +390,8 @@ class ProcessRun:
                          exit_code=rc if rc is not None and rc >= 0 else None,
                          signal=-rc if rc is not None and rc < 0 else None,
                          pid=self.pid, started_mono=self._started_mono, ended_mono=ended,
-                         tail=tuple(self._tail.lines()))
+                         tail=tuple(self._tail.lines()),
+                         cpu_usec=(usage or {}).get("cpu_usec"), memory_peak=(usage or {}).get("memory_peak"))
 
     def _pump_died(self, greenlet: gevent.Greenlet) -> None:
         # The supervisor still ends the run (it joins the pump); what is lost is the rest of the output.
@@ -427,4 +402,4 @@ class ProcessRun:
         logfmt.error("run supervisor failed; killing the run's process group", pid=self.pid,
                      reason=repr(greenlet.exception))
         if self.pid is not None and self._popen is not None and self._returncode is None:
-            kill_group(self.pid, signal.SIGKILL)
+            self.cage.signal(signal.SIGKILL)
