@@ -149,3 +149,16 @@ def test_metrics_file_is_replaced_atomically_after_runs(kenv):
     assert counts == sorted(counts) and counts[-1] >= 3
     assert not [p for p in kenv.work.iterdir() if p.name.endswith(".tmp")]
     assert oct(path.stat().st_mode & 0o777) == "0o644"
+
+
+def test_daemon_without_alerts_does_not_load_the_senders(kenv):
+    # The senders import ssl, whose C part (_ssl*.so) shows in the daemon's maps once it is loaded;
+    # nothing else in a daemon without alerts or metrics imports it (about 6 MB of RSS).
+    kenv.write_config(alert_config({"name": "ok", "cron": EVERY_SECOND, "command": "true"}, notify={}))
+    pid = kenv.start()
+    wait_for(lambda: kenv.status("ok")["runs"] >= 1, 10, what="a run")
+    assert "_ssl" not in open(f"/proc/{pid}/maps").read()
+    kenv.write_config(alert_config({"name": "ok", "cron": EVERY_SECOND, "command": "true", "notify": ["ops"]},
+                                   notify={"ops": {"webhook": "http://127.0.0.1:9/x"}}))
+    assert kenv.ku("reload").returncode == 0
+    assert "_ssl" in open(f"/proc/{pid}/maps").read()

@@ -3,6 +3,10 @@ alert policy (core/alerts.py), builds the events, queues deliveries (notify.py) 
 the run's record, counts for the metrics, and watches for slow runs in one named greenlet.
 
 Nothing here may block the caller: the runner calls in from the scheduler and run greenlets.
+
+The senders (notify_send.py: urllib, ssl, smtplib, email; ~6 MB of RSS) are imported only by a daemon
+whose config has a notifier or a ping (``prepare``, at start and after a reload), so that a daemon
+without alerts does not carry them, and one with alerts does not import on the hub mid-run.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from koku.core.model import Outcome, RunRecord
 from koku.core.notifyconf import NO_ALERTS, EventKind, NotifierConfig
 from koku.core.runner import JobRunner, iso
 from koku.core.stats import RunStats
-from koku.daemon import notify_send
 from koku.daemon.notify import Delivery, Dispatcher
 from koku.errors import DeliveryError
 
@@ -92,9 +95,20 @@ class DaemonAlerts:
             self._queue(runner, record, name, decision.kind.value, partial(self._send, notifier, event),
                         notifier.retries)
 
+    def prepare(self, config: Config) -> None:
+        """Import the senders now if ``config`` can send anything."""
+        if config.alerting.notifiers or any(job.alerts.ping for job in config.jobs):
+            self._senders()
+
+    @staticmethod
+    def _senders() -> Any:
+        from koku.daemon import notify_send
+
+        return notify_send
+
     def _send(self, notifier: NotifierConfig, event: dict[str, Any]) -> str:
         config = self._config()
-        return notify_send.deliver(self.clock, notifier, event, smtp=config.alerting.smtp, host=self.host,
+        return self._senders().deliver(self.clock, notifier, event, smtp=config.alerting.smtp, host=self.host,
                                    shell=config.daemon.shell, base_env=self._base_env, user_agent=USER_AGENT)
 
     def _ping(self, runner: JobRunner, record: RunRecord, kind: str) -> None:
@@ -102,8 +116,11 @@ class DaemonAlerts:
         url = ping_url(runner.cfg.alerts.ping, kind, runner.cfg.name, record)
         body = ping_body(record) if kind == "end" else b""
         headers = {"User-Agent": USER_AGENT, "Content-Type": "text/plain; charset=utf-8"}
-        send = partial(notify_send.post, self.clock, url, body, headers, PING_TIMEOUT)
+        send = partial(self._post, url, body, headers)
         self._queue(runner, record, "ping", kind, send, PING_RETRIES)
+
+    def _post(self, url: str, body: bytes, headers: dict[str, str]) -> str:
+        return self._senders().post(self.clock, url, body, headers, PING_TIMEOUT)
 
     def _queue(self, runner: JobRunner, record: RunRecord | None, target: str, kind: str, send: Callable[[], str],
                retries: int) -> None:
@@ -137,6 +154,7 @@ class DaemonAlerts:
 
     # ----- slow runs --------------------------------------------------------------------------
     def start(self) -> None:
+        self.prepare(self._config())
         self._watcher = gevent.Greenlet(self._watch_slow)
         self._watcher.name = "alerts:slow"
         self._watcher.link_exception(self._watcher_died)

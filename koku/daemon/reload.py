@@ -44,6 +44,7 @@ def read(d: Daemon) -> Config:
 def build(d: Daemon, new: Config) -> Plan:
     """Everything the swap needs, with no effect on the running daemon. Raises on any problem."""
     plan = Plan(new)
+    d.alerts.prepare(new)  # the senders' imports, before the swap rather than at the first alert
     wanted = {job.name for job in new.jobs}
     plan.removed = [name for name in d.runners if name not in wanted]
     for job in new.jobs:
