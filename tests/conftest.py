@@ -162,3 +162,11 @@ def kenv():
         leftovers.append(f"process {pid}")
     shutil.rmtree(root, ignore_errors=True)
     assert not leftovers, f"processes left behind: {leftovers}"
+
+
+# The fast lane (`pytest -m "not e2e and not slow"`, under a minute) must not start daemons: anything
+# using the real `ku` and daemon (the kenv fixture) is e2e whether or not its author marked it.
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "kenv" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.e2e)

@@ -52,6 +52,7 @@ def quick(tmp_path_factory):
     return res, out, leftovers, leftover_dirs
 
 
+@pytest.mark.slow  # uses bench/run.py --quick (over a minute); .ci/run keeps it
 @pytest.mark.timeout(420)
 def test_quick_run_writes_every_figure(quick):
     res, out, leftovers, leftover_dirs = quick
@@ -87,6 +88,7 @@ def test_quick_run_writes_every_figure(quick):
     assert not problems, "\n".join(problems) + log
 
 
+@pytest.mark.slow  # uses bench/run.py --quick (over a minute); .ci/run keeps it
 def test_quick_run_prints_and_writes_the_table(quick):
     res, out, _, _ = quick
     md = (out / "results.md").read_text()
@@ -226,6 +228,7 @@ def test_koku_delays_from_its_log():
     assert [round(x) for x in spawn] == [14, 9]
 
 
+@pytest.mark.slow  # uses bench/run.py --quick (over a minute); .ci/run keeps it
 def test_render_rewrites_the_report_from_saved_results(quick):
     res, out, _, _ = quick
     (out / "results.md").write_text("stale")

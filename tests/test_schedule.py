@@ -823,6 +823,7 @@ def _check_runs(expr: str, sched: Schedule, start: datetime, runs: list[datetime
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow  # hypothesis, ~10 s: the fast lane skips it
 @PROPERTY_SETTINGS
 @given(
     expr=expressions(),
@@ -839,6 +840,7 @@ def test_property_runs_match_and_increase_without_dst(expr: str, zone: str, star
 QUIET = (datetime(2026, 4, 10), datetime(2026, 9, 20))
 
 
+@pytest.mark.slow  # hypothesis, ~10 s: the fast lane skips it
 @PROPERTY_SETTINGS
 @given(
     expr=expressions(),
@@ -857,6 +859,7 @@ def test_property_runs_match_in_dst_zones_away_from_transitions(
     _check_runs(expr, sched, begin, runs, tz)
 
 
+@pytest.mark.slow  # hypothesis, ~10 s: the fast lane skips it
 @settings(max_examples=60, deadline=None)
 @given(expr=expressions().filter(lambda e: len(e.split()) == 5), zone=st.sampled_from(list(TRANSITIONS)))
 def test_property_dst_days_match_brute_force(expr: str, zone: str) -> None:
