@@ -243,3 +243,55 @@ def test_ku_completion_prints_the_script(kenv):
     assert res.returncode == 0 and res.stdout.startswith("# bash completion for ku")
     bad = kenv.ku("completion", "tcsh")
     assert bad.returncode == 2 and "bash, zsh, fish" in bad.stderr
+
+
+# -- item 9: the smaller ones ------------------------------------------------------------------------
+def test_status_of_one_job_names_the_zone_as_ku_check_does(kenv):
+    write(kenv, [{"name": "here", "cron": "@yearly", "command": "true"},
+                 {"name": "there", "cron": "@yearly", "command": "true", "tz": "Europe/Berlin"}])
+    check = json.loads(kenv.ku("check", "--json").stdout)
+    zones = {p["name"]: p["tz"] for p in check}
+    assert zones["there"] == "Europe/Berlin"
+    kenv.start()
+    for name in ("here", "there"):
+        details = kenv.ku("status", name).stdout
+        tz_line = next(line for line in details.splitlines() if line.startswith("tz:"))
+        assert tz_line.split()[1] == zones[name], (details, zones)
+        assert kenv.status(name)["zone"] == zones[name]
+    assert kenv.status("here")["tz"] is None  # the config's value, for kagaya, unchanged
+
+
+def test_log_and_version_accept_json(kenv):
+    write(kenv)
+    kenv.start()
+    assert kenv.ku("run", "hello", "--wait").returncode == 0
+    res = kenv.ku("log", "hello", "--json")
+    assert res.returncode == 0, res.stderr
+    body = json.loads(res.stdout)
+    assert body["name"] == "hello" and "hello" in body["lines"] and body["path"].endswith("hello.log")
+    version = kenv.ku("--version", "--json")
+    assert version.returncode == 0
+    info = json.loads(version.stdout)
+    assert set(info) == {"version", "native"} and info["version"] in kenv.ku("--version").stdout
+
+
+def test_init_with_koku_config_pointing_at_a_directory_says_so(kenv):
+    target = kenv.work / "confdir"
+    target.mkdir()
+    kenv.env["KOKU_CONFIG"] = str(target)
+    for args in (["init"], ["init", "--force"]):
+        res = kenv.ku(*args)
+        assert res.returncode == 2
+        assert f"{target} (from $KOKU_CONFIG) is a directory" in res.stderr, res.stderr
+        assert "--force" not in res.stderr
+    assert list(target.iterdir()) == []
+
+
+def test_a_missing_config_given_with_dash_dash_config_mentions_it(kenv):
+    for args in (["check"], ["daemon", "start"]):
+        res = kenv.ku("--config", "/nope/x.toml", *args)
+        assert res.returncode == 2
+        assert "/nope/x.toml (given with --config) does not exist" in res.stderr, res.stderr
+        assert '"ku --config /nope/x.toml init"' in res.stderr
+    default = kenv.ku("check")
+    assert default.returncode == 2 and '"ku init"' in default.stderr and "--config" in default.stderr

@@ -81,7 +81,7 @@ Options:
   -f                     Follow the log as it grows (Ctrl-C to stop).
   --log-format=FMT       Daemon log format: logfmt or json [default: logfmt].
   -h --help              Show this help.
-  --version              Show the version.
+  --version              Show the version (with --json, as JSON).
 """
 
 
@@ -114,7 +114,13 @@ def version_text() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--version" in argv:
-        print(version_text())
+        if "--json" in argv:
+            from koku.client.common import print_json
+            from koku.zipapp import bootstrap
+
+            print_json({"version": __version__, "native": bootstrap.describe_native()})
+        else:
+            print(version_text())
         return EXIT_OK
     try:
         args = docopt(USAGE, argv=argv, default_help=True, version=None)

@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from koku.client.client import Client
-from koku.core.paths import config_path, state_paths
-from koku.errors import UsageError
+from koku.core.paths import config_path, config_source, state_paths
+from koku.errors import ConfigError, UsageError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2  # 3, not running, is NotRunningError's
 
@@ -31,8 +31,27 @@ def client(timeout: float | None = 10.0) -> Client:
     return Client(state_paths().socket, timeout=timeout)
 
 
+def missing_config_hint(args: dict[str, Any]) -> str | None:
+    """Why the config file is not there and what to do, naming where its path came from."""
+    import os
+
+    path = config_path(args["--config"])
+    if os.path.lexists(path):
+        return None
+    source = config_source(args["--config"])
+    if source == "--config":
+        return (f'config file {path} (given with --config) does not exist; check the path, or create it with '
+                f'"ku --config {path} init"')
+    if source == "$KOKU_CONFIG":
+        return f'config file {path} (from $KOKU_CONFIG) does not exist; check KOKU_CONFIG, or create it with "ku init"'
+    return f'config file {path} does not exist; create it with "ku init", or name another with --config'
+
+
 def load_config_from(args: dict[str, Any]):
     from koku.core.config import load_config  # croniter lives behind config; only commands that need it pay
 
+    hint = missing_config_hint(args)
+    if hint:
+        raise ConfigError([hint])
     return load_config(config_path(args["--config"]))
 

@@ -7,14 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from koku.client.common import EXIT_OK, int_option, load_config_from, print_json
-from koku.core.paths import config_path
+from koku.core.paths import config_path, config_source
 from koku.errors import UsageError
 
 
 def cmd_init(args: dict[str, Any]) -> int:
     from koku.client.example import write_example
 
-    path = write_example(config_path(args["--config"]), force=args["--force"])
+    target = config_path(args["--config"])
+    if target.is_dir():
+        source = {"--config": " (given with --config)", "$KOKU_CONFIG": " (from $KOKU_CONFIG)"}.get(
+            config_source(args["--config"]), "")
+        raise UsageError(f"config path {target}{source} is a directory; name a file in it, e.g. {target / 'config.toml'}")
+    path = write_example(target, force=args["--force"])
     if args["--json"]:
         print_json({"path": str(path)})
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -156,10 +157,21 @@ def cmd_log(args: dict[str, Any]) -> int:
 
     name = args["<name>"]
     n = int_option(args, "-n")
+    as_json = args["--json"]
+
+    def emit(lines: list[str], first: dict[str, Any] | None = None) -> None:
+        if not as_json:
+            for line in lines:
+                print(line)
+        elif first is not None and not args["-f"]:
+            print_json(first)
+        elif lines or first is not None:
+            # Following: one compact JSON object per batch (JSON lines), so a reader can parse as it comes.
+            print(json.dumps(first if first is not None else {"lines": lines}, ensure_ascii=False))
+
     with client() as c:
         body = c.expect({"Log": {"name": name, "lines": n}}, "Log")
-        for line in body["lines"]:
-            print(line)
+        emit(body["lines"], {"name": name, "path": body["path"], "lines": body["lines"]})
         if not args["-f"]:
             return EXIT_OK
         offset = body["offset"]
@@ -168,8 +180,7 @@ def cmd_log(args: dict[str, Any]) -> int:
                 sys.stdout.flush()
                 clock.sleep(0.5)
                 body = c.expect({"Log": {"name": name, "lines": 0, "offset": offset}}, "Log")
-                for line in body["lines"]:
-                    print(line)
+                emit(body["lines"])
                 offset = body["offset"]
         except KeyboardInterrupt:
             return EXIT_OK

@@ -114,7 +114,7 @@ def job_details(job: dict[str, Any]) -> str:
         ("name", job["name"]),
         ("state", job["state"]),
         ("schedule", job.get("schedule")),
-        ("tz", job.get("tz") or "local"),
+        ("tz", job.get("zone") or job.get("tz") or "local"),  # "zone": the name `ku check` shows
         ("command", job.get("command")),
         ("description", job.get("description") or None),
         ("file", job.get("file")),

@@ -19,6 +19,13 @@ def _xdg(var: str, fallback: str) -> Path:
     return Path.home() / fallback
 
 
+def config_source(override: str | None = None) -> str:
+    """Where ``config_path(override)`` came from, for messages: "--config", "$KOKU_CONFIG" or "default"."""
+    if override:
+        return "--config"
+    return "$KOKU_CONFIG" if os.environ.get("KOKU_CONFIG") else "default"
+
+
 def config_path(override: str | None = None) -> Path:
     if override:
         return Path(override).expanduser()

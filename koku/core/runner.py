@@ -21,6 +21,7 @@ from koku.core.clock import Clock, shifted
 from koku.core.config import DaemonConfig, JobConfig, OnError
 from koku.core.model import JobMemory, JobState, RunRecord, Trigger, check_move
 from koku.core.model import Outcome, RunResult
+from koku.core.schedule import zone_name
 from koku.core.scheduler import Scheduler, Timer
 from koku.errors import RunRefused
 
@@ -343,6 +344,7 @@ class JobRunner:
             "next_run": iso(self.next_run()),
             "schedule": self.cfg.cron,
             "tz": self.cfg.tz,
+            "zone": zone_name(self.cfg.schedule.tz),  # what `ku check` shows: tz as the schedule resolved it
             "command": self.cfg.command,
             "description": self.cfg.description,
             "on_error": self.cfg.on_error.value,
