@@ -2,6 +2,7 @@
 """Spawn cost of koku's ProcessRun, and a real daemon's CPU per 1,000 runs.
 
     python3 bench/spawn.py                 # 200 sequential runs of `true` through ProcessRun
+    python3 bench/spawn.py --cgroup        # the same, each run in a cgroup of its own (root, cgroup2)
     python3 bench/spawn.py --daemon        # also: a real daemon, 50 every-second jobs, CPU per 1,000 runs
 
 Figures: wall ms per run (spawn, reap, output pipe closed) and this process's own CPU ms per run (the
@@ -25,21 +26,25 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def spawn_loop(count: int) -> tuple[float, float]:
+def spawn_loop(count: int, cgroup: bool = False) -> tuple[float, float]:
     import gevent
 
     from koku.core.clock import RealClock
     from koku.core.joblog import JobLog
+    from koku.daemon.cgroup import CgroupContainment
     from koku.daemon.process import ProcessRun
+    from koku.daemon.procgroup import Containment
 
     clock = RealClock(gevent.sleep)
+    containment = CgroupContainment.create() if cgroup else Containment()
+    runs = iter(range(1, 1_000_000))
     with tempfile.TemporaryDirectory() as tmp:
         log = JobLog(Path(tmp) / "spawn.log", max_bytes=10_000_000, keep=1)
         env = {"PATH": "/usr/bin:/bin"}
 
         def one() -> None:
             run = ProcessRun("true", shell="/bin/sh", cwd=tmp, env=env, log=log, timeout=None,
-                             kill_grace=1.0, clock=clock)
+                             kill_grace=1.0, clock=clock, cage=containment.cage("spawn", next(runs)))
             run.start()
             run.wait()
 
@@ -49,6 +54,7 @@ def spawn_loop(count: int) -> tuple[float, float]:
             one()
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         log.close()
+    containment.stop(clock, 0.0)
     return wall / count * 1000, cpu / count * 1000
 
 
@@ -98,13 +104,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--daemon", action="store_true")
+    parser.add_argument("--cgroup", action="store_true")
     args = parser.parse_args()
-    rounds = sorted(spawn_loop(args.count) for _ in range(3))
+    rounds = sorted(spawn_loop(args.count, args.cgroup) for _ in range(3))
     wall, cpu = rounds[1]
-    print(f"ProcessRun of `true`, {args.count} in a row: {wall:.2f} ms wall, {cpu:.2f} ms CPU per run "
+    kind = "in a cgroup each" if args.cgroup else "process group only"
+    print(f"ProcessRun of `true` ({kind}), {args.count} in a row: {wall:.2f} ms wall, {cpu:.2f} ms CPU per run "
           f"(median of 3; all: {', '.join(f'{w:.2f}/{c:.2f}' for w, c in rounds)})")
     if args.daemon:
-        print(f"daemon CPU per 1,000 runs (50 every-second jobs): {daemon_cpu_per_1000():.2f} s")
+        print(f"daemon CPU per 1,000 runs (50 every-second jobs, KOKU_CONTAINMENT={os.environ.get('KOKU_CONTAINMENT', 'auto')}): "
+              f"{daemon_cpu_per_1000():.2f} s")
     return 0
 
 

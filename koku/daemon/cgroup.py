@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 from koku.core import logfmt, procinfo
 from koku.core.clock import Clock
-from koku.daemon.procgroup import Cage, Containment, kill_pid
+from koku.daemon.procgroup import Cage, Containment, in_threadpool, kill_pid
 from koku.errors import CgroupUnavailable
 
 
@@ -93,22 +93,49 @@ def kill_all(cgroup: Path, sig: int) -> None:
             kill_pid(pid, sig)
 
 
-def usage(cgroup: Path) -> dict[str, int]:
+def _read(path: str) -> str | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 4096).decode()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def usage(cgroup: Path, memory: bool = True) -> dict[str, int]:
     """What the run used: CPU microseconds (cpu.stat, always there) and peak memory bytes (memory.peak,
-    only where the memory controller is enabled for it, Linux 5.19+)."""
+    only where the memory controller is enabled for it, Linux 5.19+). Blocking: run in the threadpool."""
     found: dict[str, int] = {}
-    try:
-        for line in (cgroup / "cpu.stat").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "usage_usec":
-                found["cpu_usec"] = int(value)
-    except (OSError, ValueError):
-        pass
-    try:
-        found["memory_peak"] = int((cgroup / "memory.peak").read_text())
-    except (OSError, ValueError):
-        pass
+    text = _read(f"{cgroup}/cpu.stat") or ""
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec" and value.isdigit():
+            found["cpu_usec"] = int(value)
+    peak = _read(f"{cgroup}/memory.peak") if memory else None
+    if peak is not None and peak.strip().isdigit():
+        found["memory_peak"] = int(peak)
     return found
+
+
+def _finish(cgroup: Path, memory: bool, lingering: list[Path]) -> tuple[dict[str, int], set[Path]]:
+    """Figures of a run's cgroup, then remove it and any lingering ones that emptied; the removed set.
+    Blocking (cgroupfs mkdir/rmdir can wait on the kernel for a fraction of a millisecond): threadpool."""
+    figures = usage(cgroup, memory)
+    removed: set[Path] = set()
+    for path in (cgroup, *lingering):
+        try:
+            path.rmdir()
+        except FileNotFoundError:
+            removed.add(path)
+        except OSError:
+            continue  # still populated: something the run left behind runs on
+        else:
+            removed.add(path)
+    return figures, removed
 
 
 class CgroupCage(Cage):
@@ -147,9 +174,7 @@ class CgroupCage(Cage):
         return populated(self.path) if self._inside else super().alive()
 
     def release(self) -> dict[str, int] | None:
-        figures = usage(self.path)
-        self._containment.remove(self.path)
-        return figures
+        return self._containment.finish(self.path)
 
 
 class CgroupContainment(Containment):
@@ -161,6 +186,8 @@ class CgroupContainment(Containment):
         self.leaf = base / "daemon"
         self._leaf_fd = os.open(self.leaf / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
         self._lingering: list[Path] = []  # run cgroups that ended with processes still in them
+        # memory.peak exists in run cgroups only when the memory controller is enabled for them.
+        self._memory = "memory" in (_read(f"{base}/cgroup.subtree_control") or "").split()
 
     @classmethod
     def create(cls) -> "CgroupContainment":
@@ -187,21 +214,29 @@ class CgroupContainment(Containment):
         return {"containment": self.kind, "cgroup": str(self.base)}
 
     def cage(self, job: str, run: int) -> Cage:
+        """A cage in a new cgroup for the run (mkdir in the threadpool: the calling greenlet waits, the
+        hub does not); the run's process group only if the cgroup cannot be made."""
+        path, reason = in_threadpool(self._make, job, run)
+        if path is None:
+            logfmt.warning("cannot make a cgroup for the run; its process group contains it",
+                           job=job, run=run, reason=reason)
+            return Cage()
+        return CgroupCage(self, path)
+
+    def _make(self, job: str, run: int) -> tuple[Path | None, str]:
         path = self.base / f"run-{job}-{run}"
         for attempt in range(1, 100):
             try:
                 path.mkdir(mode=0o755)
-                return CgroupCage(self, path)
+                return path, ""
             except FileExistsError:
                 with contextlib.suppress(OSError):
                     path.rmdir()  # left by an earlier run of the same id; only if empty
                     continue
                 path = self.base / f"run-{job}-{run}.{attempt}"
             except OSError as exc:
-                logfmt.warning("cannot make a cgroup for the run; its process group contains it",
-                               job=job, run=run, reason=f"{path}: {exc.strerror}")
-                break
-        return Cage()
+                return None, f"{path}: {exc.strerror}"
+        return None, f"{path}: too many stale cgroups of this run"
 
     def enter(self, cgroup: Path) -> None:
         _write(cgroup / "cgroup.procs", b"0")
@@ -209,19 +244,15 @@ class CgroupContainment(Containment):
     def leave(self) -> None:
         os.write(self._leaf_fd, b"0")
 
-    def remove(self, cgroup: Path) -> None:
-        """Remove a run's cgroup, or keep it for later while something the run left still runs."""
-        for path in [cgroup, *self._lingering]:
-            try:
-                path.rmdir()
-            except FileNotFoundError:
-                pass
-            except OSError:
-                if path not in self._lingering:
-                    self._lingering.append(path)
-                continue
-            if path in self._lingering:
-                self._lingering.remove(path)
+    def finish(self, cgroup: Path) -> dict[str, int]:
+        """A run is over: its figures; its cgroup is removed, or kept while something the run left
+        behind still runs in it (retried at every later run's end, killed at daemon stop)."""
+        figures, removed = in_threadpool(_finish, cgroup, self._memory, list(self._lingering))
+        # Greenlets may have ended runs meanwhile: change the list only here, on the hub.
+        self._lingering = [p for p in self._lingering if p not in removed]
+        if cgroup not in removed:
+            self._lingering.append(cgroup)
+        return figures
 
     def stop(self, clock: Clock, grace: float) -> None:
         runs = sorted(p for p in self.base.iterdir() if p.name.startswith("run-") and p.is_dir())
