@@ -282,3 +282,15 @@ def test_ping_body_is_bounded_to_the_newest_bytes() -> None:
     record = RunRecord(run=1, trigger="manual", scheduled=None, started="", tail=["a" * 8000, "b" * 8000])
     body = ping_body(record, limit=10_000)
     assert len(body) == 10_000 and body.endswith(b"b" * 8000)
+
+
+def test_skipped_once_per_blocking_run() -> None:
+    w = World(notify_on=["skipped"], cron="* * * * * *")
+    w.executor.outcome = None  # the first run never ends: every later slot is skipped
+    w.run_for(5)
+    assert w.runner.mem.skipped >= 4
+    assert w.events == [("skipped", None, False)]
+    first = next(iter(w.runner.active.values()))
+    w.runner.finish_run(first, RunResult(Outcome.SUCCESS, "exit status 0", 0, None, 9, 0.0, 1.0, ()))
+    w.run_for(2.5)  # the next run starts, and blocks again: a new skip is news
+    assert w.kinds() == ["skipped", "skipped"]

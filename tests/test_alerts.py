@@ -383,3 +383,25 @@ def test_shutdown_delivers_what_is_pending_within_the_grace(kenv):
         assert "delivering pending notifications" in kenv.daemon_log()
     finally:
         hook.close()
+
+
+def test_stopped_start_success_and_skipped_events_when_asked(kenv, hook):
+    kenv.write_config(alert_config(
+        {"name": "stopper", "cron": EVERY_SECOND, "command": "exit 1", "notify": ["ops"], "on_error": "stop",
+         "max_failures": 2},
+        {"name": "chatty", "cron": NEVER, "command": "sleep 1.5", "notify": ["ops"],
+         "notify_on": ["start", "success", "skipped"]},
+        notify={"ops": {"webhook": hook.url()}}))
+    kenv.start()
+    wait_for(lambda: kenv.status("stopper")["state"] == "stopped", 15, what="the job stopped")
+    assert kenv.ku("run", "chatty").returncode == 0
+    assert kenv.ku("run", "chatty").returncode == 1  # refused while running: a manual run is not "skipped"
+    wait_for(lambda: len([e for e in hook.events() if e["job"] == "chatty"]) >= 2, 10, what="start and success")
+    time.sleep(0.5)
+    by_job = {}
+    for e in hook.events():
+        by_job.setdefault(e["job"], []).append(e["event"])
+    assert by_job["stopper"] == ["failure", "stopped"]
+    assert by_job["chatty"] == ["start", "success"]
+    stopped = [e for e in hook.events() if e["event"] == "stopped"][0]
+    assert stopped["state"] == "stopped" and stopped["consecutive_failures"] == 2

@@ -66,6 +66,7 @@ class Decision:
 class _JobAlertState:
     last_alert: float | None = None  # monotonic seconds of the last failure alert (or reminder)
     slow: dict[int, float] = field(default_factory=dict)  # run -> monotonic deadline, until sent or ended
+    skip_reported: int | None = None  # the run in flight whose skips were already reported
 
 
 FAILED = frozenset({Outcome.FAILURE.value, Outcome.TIMEOUT.value, Outcome.ERROR.value, Outcome.INTERRUPTED.value})
@@ -120,12 +121,22 @@ class AlertPolicy:
                         out.append(Decision(EventKind.FAILURE, reminder=True))
         if stopped_now and EventKind.STOPPED in wanted:
             out.append(Decision(EventKind.STOPPED))
-        if not state.slow and state.last_alert is None:
+        if state.skip_reported == run:
+            state.skip_reported = None
+        if not state.slow and state.last_alert is None and state.skip_reported is None:
             self._jobs.pop(job, None)  # nothing to remember: 10,000 healthy jobs cost no state
         return out
 
-    def skipped(self, alerts: JobAlerts) -> list[Decision]:
-        return [Decision(EventKind.SKIPPED)] if EventKind.SKIPPED in alerts.notify_on else []
+    def skipped(self, job: str, alerts: JobAlerts, blocking_run: int | None) -> list[Decision]:
+        """A scheduled run was skipped because ``blocking_run`` was still going: one event per blocking
+        run, not one per skipped slot (a stuck every-second job would otherwise send one a second)."""
+        if EventKind.SKIPPED not in alerts.notify_on:
+            return []
+        state = self._state(job)
+        if blocking_run is not None and state.skip_reported == blocking_run:
+            return []
+        state.skip_reported = blocking_run
+        return [Decision(EventKind.SKIPPED)]
 
     def forget(self, job: str) -> None:
         """The job left the config."""
@@ -249,7 +260,8 @@ class PolicyEvents:
             self.emit(runner, record, decision, {"reminder": True} if decision.reminder else {})
 
     def run_skipped(self, runner: JobRunner, scheduled: str | None, reason: str) -> None:
-        for decision in self.policy.skipped(runner.cfg.alerts):
+        blocking = min(runner.active) if runner.active else None
+        for decision in self.policy.skipped(runner.cfg.name, runner.cfg.alerts, blocking):
             self.emit(runner, None, decision, {"scheduled": scheduled, "reason": reason})
 
     def check_slow(self, runners: Callable[[str], JobRunner | None]) -> None:
