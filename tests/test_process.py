@@ -3,6 +3,9 @@ killed by its group id and fails the test.
 
 Orphaned grandchildren are reparented to PID 1, which in some containers never reaps them, so "gone"
 here means "no such pid or a zombie".
+
+The /proc readers below are this file's own on purpose, not koku.core.procinfo: a check that shares
+the code it checks would share its bugs.
 """
 
 from __future__ import annotations

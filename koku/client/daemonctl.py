@@ -13,6 +13,7 @@ from typing import Any
 
 from koku.client.common import EXIT_OK, client, load_config_from, print_json
 from koku.core.paths import StatePaths, config_path, state_paths
+from koku.core.procinfo import pid_alive
 from koku.errors import DaemonError, KokuError, NotRunningError, UsageError
 
 
@@ -110,19 +111,8 @@ def _daemon_start(args: dict[str, Any]) -> int:
     raise KokuError(f"the daemon (pid {child.pid}) did not answer on {paths.socket} within 30s; see {paths.daemon_log}")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (our own child that nobody reaped) counts as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+# A zombie (our own child that nobody reaped) counts as gone.
+_pid_alive = pid_alive
 
 
 def _daemon_stop(args: dict[str, Any]) -> int:
