@@ -47,7 +47,9 @@ def result(outcome: Outcome, clock: FakeClock) -> RunResult:
 class World:
     def __init__(self, start: datetime, outcome: Outcome | None = Outcome.SUCCESS):
         self.clock = FakeClock(start)
-        self.scheduler = Scheduler(self.clock)
+        # As the daemon wires it: a step back is handed to every job, which applies cronie's rule.
+        self.scheduler = Scheduler(self.clock, on_step_back=lambda seconds: [
+            r.clock_stepped_back(seconds) for r in self.runners.values()])
         self.executor = FakeExecutor(self.clock, outcome)
         self.runners: dict[str, JobRunner] = {}
         self.cfg = None
@@ -75,6 +77,9 @@ class World:
 
     def scheduled(self) -> list[str]:
         return [r.scheduled for _, r in self.executor.started]
+
+    def scheduled_by_job(self) -> list[tuple[str, str]]:
+        return [(n, r.scheduled) for n, r in self.executor.started]
 
 
 def at(text: str) -> datetime:
@@ -124,16 +129,44 @@ def test_clock_jump_forward_runs_a_missed_job_once_not_per_missed_instant():
     assert w.scheduled()[-2:] == ["2026-05-01T15:03:00+00:00", "2026-05-01T15:04:00+00:00"]
 
 
-def test_clock_jump_backward_runs_nothing_twice():
+def test_clock_step_back_fixed_time_slots_do_not_run_twice():
     w = World(at("2026-05-01T12:00:30+00:00"))
-    w.add(name="minutely", cron="* * * * *", command="true", tz="UTC")
+    w.add(name="fixed", cron="1-59 12 * * *", command="true", tz="UTC")  # every minute of 12:xx, fixed-time
     w.run_until(at("2026-05-01T12:10:30+00:00"))
     assert len(w.executor.started) == 10
     w.clock.jump(-600)  # back to 12:00:30
     w.run_until(at("2026-05-01T12:12:30+00:00"))
-    # 12:01 .. 12:10 already ran: after the jump only 12:11 and 12:12 (reached again by real time) run.
+    # 12:01 .. 12:10 already ran: after the step only 12:11 and 12:12 (reached again by real time) run.
     assert w.scheduled()[10:] == ["2026-05-01T12:11:00+00:00", "2026-05-01T12:12:00+00:00"]
     assert len(set(w.scheduled())) == len(w.scheduled())
+
+
+def test_clock_step_back_2h_wildcard_jobs_keep_running_on_the_new_wall_clock():
+    # Regression (issue 11, item 4): after a 2 h step back no job ran for 2 h, not even `* * * * * *`.
+    w = World(at("2026-05-01T12:00:00.500000+00:00"))
+    secs = w.add(name="secs", cron="* * * * * *", command="true", tz="UTC")
+    # Fixed-time jobs whose slots today lie before the old time: both wait for tomorrow.
+    w.add(name="daily", cron="0 12 * * *", command="true", tz="UTC")
+    w.add(name="at1030", cron="30 10 * * *", command="true", tz="UTC")
+    w.run_until(at("2026-05-01T12:00:10.500000+00:00"))
+    assert w.scheduled().count("2026-05-01T12:00:10+00:00") == 1
+    w.clock.jump(-7200)  # 10:00:10.5
+    w.run_until(at("2026-05-01T10:00:15.500000+00:00"))
+    after = [(n, r.scheduled) for n, r in w.executor.started[10:]]
+    assert after == [("secs", f"2026-05-01T10:00:{s}+00:00") for s in range(11, 16)]
+    assert secs.next_run() == at("2026-05-01T10:00:16+00:00")
+    # The new wall clock passes 10:30 (and would pass 12:00) again: neither slot runs twice.
+    w.run_until(at("2026-05-01T10:31:00+00:00"))
+    assert [s for n, s in w.scheduled_by_job() if n != "secs"] == []
+
+
+def test_clock_step_back_more_than_3h_is_a_set_clock_and_every_job_starts_afresh():
+    w = World(at("2026-05-01T12:00:30+00:00"))
+    w.add(name="at1030", cron="30 10 * * *", command="true", tz="UTC")
+    w.run_until(at("2026-05-01T12:01:00+00:00"))
+    w.clock.jump(-5 * 3600)  # 07:01
+    w.run_until(at("2026-05-01T10:31:00+00:00"))
+    assert w.scheduled() == ["2026-05-01T10:30:00+00:00"]
 
 
 def test_backoff_skips_1_2_4_runs_then_recovers():

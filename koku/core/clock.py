@@ -42,6 +42,11 @@ class Clock(Protocol):
         """Block until ``waitable`` (an event, or in the daemon a greenlet or AsyncResult) is ready, or
         ``timeout`` seconds pass on this clock (``None``: no limit). True if it is ready."""
 
+    def on_set(self, listener: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``listener()`` whenever the wall clock is set (stepped), as soon as it is. Returns a
+        function that stops this, or None when this clock cannot tell (then a step is noticed only by
+        comparing wall and monotonic time)."""
+
 
 def ready(waitable: Any) -> bool:
     """Whether an event (threading or gevent), greenlet or AsyncResult is set / finished."""
@@ -72,6 +77,9 @@ class RealClock:
             wait(limit)
         return ready(waitable)
 
+    def on_set(self, listener: Callable[[], None]) -> Callable[[], None] | None:
+        return None  # the client never needs to know
+
 
 class FakeClock:
     """A clock that moves only when told to.
@@ -87,6 +95,7 @@ class FakeClock:
         self._now = start.astimezone(timezone.utc)
         self._mono = monotonic
         self.slept: list[float] = []
+        self._set_listeners: list[Callable[[], None]] = []
 
     def now(self) -> datetime:
         return self._now
@@ -109,8 +118,14 @@ class FakeClock:
         self._mono += seconds
 
     def jump(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
+        self.set(self._now + timedelta(seconds=seconds))
 
     def set(self, when: datetime) -> None:
-        """Set the wall clock (a jump); monotonic time does not move."""
+        """Set the wall clock (a jump); monotonic time does not move. Listeners hear of it."""
         self._now = when.astimezone(timezone.utc)
+        for listener in list(self._set_listeners):
+            listener()
+
+    def on_set(self, listener: Callable[[], None]) -> Callable[[], None] | None:
+        self._set_listeners.append(listener)
+        return lambda: self._set_listeners.remove(listener)

@@ -22,7 +22,7 @@ from koku.core.config import DaemonConfig, JobConfig, OnError
 from koku.core.model import JobMemory, JobState, RunRecord, Trigger, check_move
 from koku.core.model import Outcome, RunResult
 from koku.core.schedule import zone_name
-from koku.core.scheduler import Scheduler, Timer
+from koku.core.scheduler import BACKWARD_KEEP, Scheduler, Timer
 from koku.errors import RunRefused
 
 SKIP_WARN_EVERY = 600.0  # seconds between "still running, run skipped" warnings for one job
@@ -143,8 +143,22 @@ class JobRunner:
         self._next_timer = self.ctx.scheduler.add(due, lambda: self._on_due(nxt), label=self.cfg.name)
 
     def reschedule(self) -> None:
-        """The clock was reset: compute the next run from the new time."""
-        self._schedule_after(self.ctx.clock.now())
+        """Compute the next run from the clock's time now (backoff's first run too)."""
+        now = self.ctx.clock.now()
+        if self.mem.skips_left:
+            self._backoff_next = self._nth_run_after(now, self.mem.skips_left)
+        self._schedule_after(now)
+
+    def clock_stepped_back(self, seconds: float) -> bool:
+        """The wall clock was stepped back ``seconds``. cronie's rule: a wildcard job keeps running on
+        the new wall clock (its next run is computed from now); a fixed-time job keeps the next run it
+        had, so the slots between the new time and the old one, which already ran, do not run again.
+        A step of more than ``BACKWARD_KEEP`` is the clock being set: every job starts from the new time.
+        Returns whether the next run was recomputed."""
+        if self.retired or not (self.cfg.schedule.wildcard or seconds > BACKWARD_KEEP):
+            return False
+        self.reschedule()
+        return True
 
     def _on_due(self, scheduled: datetime) -> None:
         self._next_timer = None

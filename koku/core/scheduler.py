@@ -3,17 +3,18 @@
 The daemon holds no sleeping greenlet or timer per job: each job keeps at most one entry here (its next
 run, and a timed pause's end), so 10,000 idle jobs cost one heap. ``tick()`` fires what is due and says
 how long to sleep; the daemon's scheduler greenlet sleeps that long (at most ``MAX_SLEEP``) or until
-woken, then ticks again. Re-reading the clock after each bounded sleep is how wall-clock jumps and
-suspend/resume are noticed.
+woken, then ticks again. The daemon also wakes it the moment the kernel reports that the wall clock
+was set (a timerfd, koku.daemon.clockwatch); re-reading the clock after each bounded sleep is the
+fallback that notices jumps and suspend/resume anyway.
 
 Jumps: each tick compares how far the wall clock moved with how far the monotonic clock moved.
 - Forward (NTP step, resume from suspend, date set ahead): entries whose time fell in the gap are all
   due now and each fires once; a job computes its next run from *now*, so a job whose many runs fell in
   the gap runs once, not once per missed instant.
-- Backward by at most ``BACKWARD_KEEP``: entries keep their instants, so nothing that already ran runs
-  again; jobs wait until the clock reaches their next run (cronie does the same for fixed-time jobs).
-- Backward by more (the clock was set, not nudged): ``on_reset`` is called and jobs recompute their next
-  run from the new time, as a freshly started daemon would.
+- Backward: ``on_step_back(seconds)`` is called before anything fires, and each job applies cronie's
+  rule (``JobRunner.clock_stepped_back``): wildcard jobs carry on from the new wall time, fixed-time
+  jobs keep their next run so that no slot runs twice; a step of more than ``BACKWARD_KEEP`` is the
+  clock being set, and every job starts afresh from the new time.
 """
 
 from __future__ import annotations
@@ -53,14 +54,14 @@ class Scheduler:
         clock: Clock,
         on_error: Callable[[Timer, BaseException], None] | None = None,
         on_jump: Callable[[float], None] | None = None,
-        on_reset: Callable[[], None] | None = None,
+        on_step_back: Callable[[float], None] | None = None,
     ):
         self.clock = clock
         self._heap: list[Timer] = []
         self._seq = itertools.count()
         self._on_error = on_error
         self._on_jump = on_jump
-        self._on_reset = on_reset
+        self._on_step_back = on_step_back
         self._last_wall: datetime | None = None
         self._last_mono = 0.0
 
@@ -84,8 +85,8 @@ class Scheduler:
             if abs(jump) > JUMP_TOLERANCE:
                 if self._on_jump:
                     self._on_jump(jump)
-                if jump < -BACKWARD_KEEP and self._on_reset:
-                    self._on_reset()
+                if jump < 0 and self._on_step_back:
+                    self._on_step_back(-jump)
         self._last_wall, self._last_mono = now, mono
 
     def tick(self) -> float:

@@ -17,6 +17,7 @@ import gevent
 import gevent.event
 
 from koku.core.clock import RealClock, ready, shifted
+from koku.daemon.clockwatch import ClockSetWatch
 
 
 class GeventClock(RealClock):
@@ -29,6 +30,11 @@ class GeventClock(RealClock):
         if timeout is not None:
             timeout = max(0.0, timeout)
         return bool(gevent.wait([waitable], timeout=timeout, count=1))
+
+    def on_set(self, listener: Callable[[], None]) -> Callable[[], None] | None:
+        """Through a timerfd (koku.daemon.clockwatch); None where the kernel cannot report it."""
+        watch = ClockSetWatch(listener)
+        return watch.close if watch.start() else None
 
 
 class SteppedClock:
@@ -46,6 +52,7 @@ class SteppedClock:
         self._now = start.astimezone(timezone.utc)
         self._mono = monotonic
         self._seq = itertools.count()
+        self.registered = 0  # waits begun so far; waiting(name, since=...) looks only at later ones
         # key -> (deadline in monotonic seconds, wake event, name of the waiting greenlet)
         self._waiters: dict[int, tuple[float, gevent.event.Event, str]] = {}
         self._set_listeners: list[Callable[[], None]] = []
@@ -66,6 +73,7 @@ class SteppedClock:
             return False
         wake = gevent.event.Event()
         key = next(self._seq)
+        self.registered = key + 1
         self._waiters[key] = (self._mono + timeout, wake, getattr(gevent.getcurrent(), "name", ""))
 
         def ready_now(_: Any) -> None:
@@ -102,15 +110,17 @@ class SteppedClock:
         for listener in list(self._set_listeners):
             listener()
 
-    def on_set(self, listener: Callable[[], None]) -> None:
+    def on_set(self, listener: Callable[[], None]) -> Callable[[], None] | None:
         """Call ``listener`` whenever the wall clock is stepped."""
         self._set_listeners.append(listener)
+        return lambda: self._set_listeners.remove(listener)
 
     def next_deadline(self) -> float | None:
         """The earliest deadline (monotonic seconds) any greenlet waits for, or None."""
         return min((d for d, _, _ in self._waiters.values()), default=None)
 
-    def waiting(self, name: str) -> bool:
-        """Whether the greenlet called ``name`` is waiting on this clock (registered since the last
-        ``advance`` that woke it)."""
-        return any(n == name for _, _, n in self._waiters.values())
+    def waiting(self, name: str, since: int = 0) -> bool:
+        """Whether the greenlet called ``name`` is waiting on this clock in a wait begun after the
+        first ``since`` (see ``registered``). ``advance`` removes the waits it ends at once; a wait
+        ended by its event (or by ``set``'s listeners) goes only when its greenlet runs again."""
+        return any(n == name and key >= since for key, (_, _, n) in self._waiters.items())

@@ -41,9 +41,9 @@ from koku.core.paths import StatePaths
 from koku.daemon import recovery
 from koku.daemon.saver import StateSaver
 from koku.daemon.singleton import Singleton
-from koku.core.runner import Context, JobRunner
+from koku.core.runner import Context, JobRunner, iso
 from koku.daemon import procgroup
-from koku.core.scheduler import Scheduler
+from koku.core.scheduler import BACKWARD_KEEP, Scheduler
 from koku.daemon.server import ControlServer, connection_limit, raise_fd_limit
 from koku.core.state import StateStore
 
@@ -76,7 +76,7 @@ class Daemon:
         self.store = StateStore(paths.state_file)
         self.saver = StateSaver(self.store, lambda: self.memory, self.clock)
         self.scheduler = Scheduler(self.clock, on_error=self._timer_failed, on_jump=self._clock_jumped,
-                                   on_reset=self._clock_reset)
+                                   on_step_back=self._clock_stepped_back)
         self.started_at: datetime | None = None
         self._stop = gevent.event.Event()
         self._wake_main = gevent.event.Event()
@@ -86,6 +86,7 @@ class Daemon:
         self._stop_now = False
         self._complained: set[str] = set()
         self._greenlets: dict[str, gevent.Greenlet] = {}
+        self._unwatch_clock: Any = None  # stops the clock-set watch (timerfd) when there is one
         self.waiters = RunWaiters()
         self._lock = Singleton(paths.root, paths.pid_file)
         self.control = Control(self, self.waiters)
@@ -155,9 +156,11 @@ class Daemon:
                                     self.alerts, self.started_at.timestamp())
         self.metrics.start()
         self._install_signals()
+        self._unwatch_clock = self.clock.on_set(self._clock_was_set)
         logfmt.info("daemon started", pid=os.getpid(), version=__version__, config=str(self.config_path),
                     jobs=len(self.runners), socket=str(self.paths.socket), fds=self._fd_limit,
-                    connections=self.server.max_connections, **self.containment.describe())
+                    connections=self.server.max_connections, **self.containment.describe(),
+                    clock_steps="timerfd" if self._unwatch_clock else "checked on each wake")
         self._spawn_after("trim", 1.0, release_free_memory)
         self.saver.changed()
         try:
@@ -278,12 +281,18 @@ class Daemon:
         logfmt.error("scheduled callback failed", job=timer.label, reason=repr(exc))
 
     def _clock_jumped(self, seconds: float) -> None:
-        logfmt.warning("wall clock jumped", seconds=round(seconds, 1))
+        logfmt.warning("wall clock jumped", seconds=round(seconds, 1), now=iso(self.clock.now()))
 
-    def _clock_reset(self) -> None:
-        logfmt.warning("wall clock went back more than 3h; recomputing every job's next run")
-        for runner in self.runners.values():
-            runner.reschedule()
+    def _clock_stepped_back(self, seconds: float) -> None:
+        moved = [r.cfg.name for r in self.runners.values() if r.clock_stepped_back(seconds)]
+        logfmt.info("clock stepped back: wildcard jobs go on from the new time, fixed-time jobs wait for "
+                    "their next run" if seconds <= BACKWARD_KEEP else
+                    "clock set back more than 3h: every job's next run computed from the new time",
+                    seconds=round(seconds, 1), rescheduled=len(moved))
+
+    def _clock_was_set(self) -> None:
+        # From the kernel (timerfd) or a fake clock: tick now rather than at the end of the current wait.
+        self._wake_scheduler.set()
 
     def _run_ended(self, runner: JobRunner, record: RunRecord) -> None:
         self.waiters.finished(runner.cfg.name, record)
@@ -376,4 +385,7 @@ class Daemon:
             keeper.kill()
         if self.server is not None:
             self.server.stop()
+        if self._unwatch_clock is not None:
+            self._unwatch_clock()
+            self._unwatch_clock = None
         logfmt.info("daemon stopped", pid=os.getpid())
