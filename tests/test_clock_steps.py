@@ -142,7 +142,7 @@ tz = "UTC"
         stepped_at = datetime.now(UTC)
         wait_for(lambda: any(t < slot.isoformat() for t in tick.read_text().split()[ticks_before:]),
                  timeout=5, what="an every-second run on the new wall clock")
-        time.sleep(3)
+        time.sleep(5)
         after = [datetime.fromisoformat(t) for t in tick.read_text().split()[ticks_before:]]
         new_timeline = [t for t in after if t < slot]
         # every second of the new timeline ran, from right after the step, each once

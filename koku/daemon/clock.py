@@ -29,6 +29,10 @@ class GeventClock(RealClock):
     def wait(self, waitable: Any, timeout: float | None) -> bool:
         if timeout is not None:
             timeout = max(0.0, timeout)
+            # libev starts a timer from the loop's cached "now", which is as old as the loop's last
+            # wake-up (after a long stretch of work on the hub, or in a fresh loop): without this the
+            # wait ends early by that much.
+            gevent.get_hub().loop.update_now()
         return bool(gevent.wait([waitable], timeout=timeout, count=1))
 
     def on_set(self, listener: Callable[[], None]) -> Callable[[], None] | None:
