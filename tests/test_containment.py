@@ -216,3 +216,26 @@ def test_cgroup_of_a_run_that_left_a_process_is_removed_once_it_is_gone(cgroups,
     second = cgroups.cage("job", 2)  # type: ignore[attr-defined]
     assert _run(tmp_path, second, "true").wait().outcome is Outcome.SUCCESS
     assert not first.path.exists() and not second.path.exists()  # the next release swept it
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("kind", KINDS)
+def test_escaped_orphans_that_exit_are_reaped_not_left_as_zombies(kenv, kind: str) -> None:
+    # The daemon is their subreaper in both kinds: when they exit, it must reap them (by pid).
+    kenv.write_config(config({"name": "spawner", "cron": "@yearly",
+                              "command": "for i in 1 2 3 4 5; do setsid sleep 1.5 >/dev/null 2>&1 & done; echo started"}))
+    start(kenv, kind)
+    daemon = kenv.daemon_pid()
+    assert kenv.ku("run", "spawner", "--wait").returncode == 0
+
+    def children() -> list[tuple[int, str]]:
+        kids = []
+        for entry in os.listdir("/proc"):
+            st = _stat(int(entry)) if entry.isdigit() else None
+            if st is not None and int(st[1]) == daemon:
+                kids.append((int(entry), st[0]))
+        return kids
+
+    adopted = children()  # the job's shell is gone: the sleeps are the daemon's children now
+    assert len(adopted) == 5 and all(state != "Z" for _pid, state in adopted), adopted
+    wait_for(lambda: children() == [], 5, what="the daemon's children to be reaped")
