@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import alive, wait_for
-from test_daemon import EVERY_SECOND, config
+from conftest import KU, alive, wait_for
+from test_daemon import EVERY_SECOND, config, lines, vm
 
 pytestmark = pytest.mark.e2e
 
@@ -247,3 +247,87 @@ def test_deleting_the_state_dir_does_not_let_a_second_daemon_start(kenv):
     assert koku_daemons(kenv) == [first], res.stdout + res.stderr
     assert f"pid {first}" in res.stdout + res.stderr
     wait_for(lambda: kenv.daemon_pid() == first, 5, what="the pid file again")
+
+
+# ----- item 15: removed jobs are pruned ----------------------------------------------------------------
+def test_removed_jobs_are_forgotten_after_the_retention_and_the_memory_goes_back(kenv):
+    keep = {"name": "keep", "cron": "@yearly", "command": "true"}
+    daemon = {"forget_removed_after": "4s"}
+    kenv.write_config(config(keep, daemon=daemon))
+    pid = kenv.start()
+    rss_small = vm(pid, "VmRSS")
+    many = [{"name": f"gone{i}", "cron": EVERY_SECOND if i == 7 else "@yearly", "command": "echo hi"}
+            for i in range(20000)]
+    kenv.write_config(config(keep, *many, daemon=daemon))
+    assert kenv.ku("reload", timeout=120).returncode == 0
+    log = kenv.state / "logs/gone7.log"
+    wait_for(log.exists, 5, what="a removed job's log")
+    wait_for(lambda: len(state_of(kenv)["jobs"]) == 20001, 20, what="20,001 jobs saved")
+    big = (kenv.state / "state.json").stat().st_size
+    rss_big = vm(pid, "VmRSS")
+    kenv.write_config(config(keep, daemon=daemon))
+    assert kenv.ku("reload", timeout=120).returncode == 0
+    time.sleep(1.0)
+    assert len(state_of(kenv)["jobs"]) == 20001  # kept until the retention has passed
+    wait_for(lambda: len(state_of(kenv)["jobs"]) == 1, 15, what="the removed jobs to be forgotten")
+    assert not log.exists() and (kenv.state / "logs/daemon.log").exists()
+    assert (kenv.state / "state.json").stat().st_size < big / 1000
+    time.sleep(0.5)
+    rss_after = vm(pid, "VmRSS")
+    print("RSS", rss_small, rss_big, rss_after)
+    assert rss_after - rss_small < (rss_big - rss_small) / 2, (rss_small, rss_big, rss_after)
+
+
+# ----- item 14: start on a full disk -------------------------------------------------------------------
+@pytest.fixture
+def full_disk(kenv):
+    """A 64 KiB tmpfs, filled up, as the state dir (root only)."""
+    mnt = kenv.root / "full"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {res.stderr.strip()}")
+    filler = mnt / "filler"
+    try:
+        with open(filler, "wb") as fh:
+            while True:
+                fh.write(b"x" * 4096)
+                fh.flush()
+    except OSError:
+        pass
+    try:
+        yield mnt, filler
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_start_on_a_full_disk_runs_logs_and_retries_until_there_is_room(kenv, full_disk):
+    mnt, filler = full_disk
+    out = kenv.work / "ticks"
+    kenv.write_config(config({"name": "tick", "cron": EVERY_SECOND, "command": f"echo x >> {out}"}))
+    env = {**kenv.env, "KOKU_STATE_DIR": str(mnt)}
+    err = kenv.root / "daemon.err"
+    with open(err, "wb") as fh:
+        proc = subprocess.Popen(KU + ["daemon", "run"], env=env, stdout=fh, stderr=fh, cwd=kenv.work)
+    try:
+        kenv.daemon_pids.add(proc.pid)
+        wait_for(lambda: len(lines(out)) >= 2 or proc.poll() is not None, 15, what="runs on a full disk")
+        assert proc.poll() is None, err.read_text()
+        log = err.read_text()
+        assert "cannot write state; will retry" in log and "No space left on device" in log, log
+        assert "Traceback" not in log
+        assert not (mnt / "state.json").exists()
+        filler.unlink()  # room again: the state is written within a retry
+        wait_for(lambda: (mnt / "state.json").exists(), 15, what="state.json once there is room")
+        wait_for(lambda: (mnt / "daemon.pid").exists(), 5, what="daemon.pid once there is room")
+        assert "state written again" in err.read_text()
+        assert json.loads((mnt / "state.json").read_text())["jobs"]["tick"]["runs"] >= 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(20) == 0, err.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

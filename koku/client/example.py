@@ -74,6 +74,7 @@ description = "delete backups older than 30 days"
 # log_keep = 3              # rotated log files kept per job
 # kill_grace = "10s"        # after SIGTERM, wait this long before SIGKILL
 # shutdown_grace = "30s"    # on daemon stop, let running jobs finish for this long
+# forget_removed_after = "30d"  # a job removed from the config: its state, history and logs go after this
 # socket_group = "staff"    # group allowed to use the control socket (default: only this user)
 # include = ["jobs.d/*.toml"]  # drop-in files of [[job]] (and [notify.NAME]) tables; globs, relative to this file
 # metrics_listen = "127.0.0.1:9101"  # serve Prometheus metrics on http://HOST:PORT/metrics

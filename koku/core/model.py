@@ -145,6 +145,7 @@ class JobMemory:
     skipped: int = 0  # runs skipped because the job was still running (overlap = false)
     runs: int = 0  # runs started so far; the last one's number
     next_run: str | None = None  # ISO UTC the daemon was waiting for: tells catch_up what was missed
+    removed: str | None = None  # ISO UTC when the job left the config; forgotten after forget_removed_after
     last_run: RunRecord | None = None  # the last finished run
     in_flight: list[RunRecord] = field(default_factory=list)  # runs started, not yet finished
     history: list[RunRecord] = field(default_factory=list)  # finished runs, oldest first
@@ -265,6 +266,7 @@ _MEMORY_CHECKS: dict[str, Callable[[Any], bool]] = {
     "stopped": lambda v: isinstance(v, bool),
     "paused_until": _iso,
     "next_run": _iso,
+    "removed": _iso,
     "consecutive_failures": _count(),
     "skips_left": _count(MAX_SKIPS),
     "skipped": _count(),

@@ -72,6 +72,12 @@ class Scheduler:
         heapq.heappush(self._heap, timer)
         return timer
 
+    def purge(self) -> None:
+        """Drop cancelled timers now rather than when they reach the top of the heap: a reload from
+        100,000 jobs to 1 leaves 100,000 of them, each holding its job's runner alive."""
+        self._heap = [t for t in self._heap if not t.cancelled]
+        heapq.heapify(self._heap)
+
     def next_due(self) -> datetime | None:
         while self._heap and self._heap[0].cancelled:
             heapq.heappop(self._heap)

@@ -11,6 +11,7 @@ Signal handlers and socket requests only call ``request_stop()`` / ``request_rel
 from __future__ import annotations
 
 import ctypes  # now, not at first use: the daemon imports nothing after it starts serving
+import gc
 import grp
 import os
 import random
@@ -39,6 +40,7 @@ from koku.daemon.runs import RunWaiters
 from koku.core.model import JobMemory, RunRecord
 from koku.core.paths import StatePaths
 from koku.daemon import recovery
+from koku.daemon.prune import Forgetting
 from koku.daemon.saver import StateSaver
 from koku.daemon.singleton import Singleton
 from koku.core.runner import Context, JobRunner, iso
@@ -56,8 +58,10 @@ def release_free_memory() -> None:
     """Give the heap that start-up (TOML parsing, compiling, imports) freed back to the system.
 
     An idle daemon lives for months with whatever RSS it settles at; glibc keeps freed heap unless
-    asked. A no-op where the C library has no malloc_trim (musl).
+    asked. A no-op where the C library has no malloc_trim (musl). Cycles are collected first: a job's
+    runner and its timer's callback refer to each other, so removed jobs are not freed by refcounting.
     """
+    gc.collect()
     try:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):
@@ -75,6 +79,7 @@ class Daemon:
         self.memory: dict[str, JobMemory] = {}
         self.store = StateStore(paths.state_file)
         self.saver = StateSaver(self.store, lambda: self.memory, self.clock)
+        self.forgetting = Forgetting(lambda: self.memory, paths.log_dir, self.clock, self.saver.changed)
         self.scheduler = Scheduler(self.clock, on_error=self._timer_failed, on_jump=self._clock_jumped,
                                    on_step_back=self._clock_stepped_back)
         self.started_at: datetime | None = None
@@ -130,6 +135,7 @@ class Daemon:
             logfmt.warning(warning)
         # Before anything is scheduled: an orphan left running would overlap the job's next run.
         recovery.recover(self.memory, self.clock, self.config.daemon.kill_grace, self.config.daemon.history)
+        self.forgetting.scan({job.name for job in self.config.jobs})
         # After recovery, which empties a crashed daemon's run cgroups so that setup can sweep them.
         # KOKU_CONTAINMENT forces a kind (tests run the subreaper fallback on a machine with cgroups).
         self.containment = procgroup.setup(os.environ.get("KOKU_CONTAINMENT", "auto"))
@@ -243,6 +249,10 @@ class Daemon:
         while True:
             self.clock.sleep(HOUSEKEEPING)
             self._keep_files()
+            assert self.config is not None
+            if self.forgetting.forget_due(self.config.daemon.forget_removed_after, set(self.retired)):
+                self.scheduler.purge()
+                release_free_memory()
 
     def _keep_files(self) -> None:
         """Recreate daemon.sock and daemon.pid when someone deleted them (muzan's stop deletes both while
@@ -327,6 +337,7 @@ class Daemon:
     def install_runner(self, runner: JobRunner, startup: bool) -> None:
         self.memory[runner.cfg.name] = runner.mem
         self.runners[runner.cfg.name] = runner
+        self.forgetting.present(runner.cfg.name, runner.mem)
         runner.activate(startup=startup)
         self._wake_scheduler.set()
 
@@ -334,6 +345,7 @@ class Daemon:
         """Removed from the config: no more runs; one in flight finishes (the runner stays until then)."""
         runner = self.runners.pop(name)
         runner.retire()
+        self.forgetting.removed(name, runner.mem)
         if runner.active:
             self.retired[name] = runner
 

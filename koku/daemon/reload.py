@@ -74,6 +74,7 @@ def apply(d: Daemon, plan: Plan) -> str:
         runner.update(job)
     # Keep the config's order for `ku status`.
     d.runners = {job.name: d.runners[job.name] for job in plan.new.jobs}
+    d.scheduler.purge()  # the timers of removed and changed jobs, so their memory can go
     added, changed = list(plan.added), [runner.cfg.name for runner, _ in plan.changed]
     parts = [f"{label} {', '.join(items)}" for label, items in
              (("added", added), ("removed", plan.removed), ("changed", changed)) if items]

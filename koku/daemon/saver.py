@@ -86,8 +86,11 @@ class StateSaver:
         try:
             payload = self.store.encode(self._memory(), {"daemon_pid": os.getpid()}, dirty)
             if in_thread:
-                # write + fsync + rename off the hub: a slow disk must not delay a run that is due.
-                gevent.get_hub().threadpool.apply(self.store.write, (payload,))
+                # write + fsync + rename off the hub: a slow disk must not delay a run that is due. The
+                # error comes back as a value: gevent prints a traceback for a task that raises.
+                error = gevent.get_hub().threadpool.apply(_write, (self.store, payload))
+                if error is not None:
+                    raise error
             else:
                 self.store.write(payload)
         except OSError:
@@ -111,3 +114,11 @@ class StateSaver:
             if not saver.dead:
                 logfmt.warning("state saver still writing at shutdown; final save goes ahead")
                 saver.kill(block=False)
+
+
+def _write(store: StateStore, payload: bytes) -> OSError | None:
+    try:
+        store.write(payload)
+    except OSError as exc:
+        return exc
+    return None

@@ -102,6 +102,7 @@ class DaemonConfig:
     include: tuple[str, ...] = ()  # drop-in file globs, relative to the main config's dir
     metrics_listen: str | None = None  # "HOST:PORT" for /metrics
     metrics_file: str | None = None  # Prometheus textfile, rewritten after every run
+    forget_removed_after: float = 30 * 86400.0  # a job gone from the config: its state and logs, kept this long
 
 
 @dataclass(frozen=True)

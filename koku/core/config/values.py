@@ -180,7 +180,7 @@ def _patterns(key: str, value: object) -> tuple[str, ...]:
 DAEMON_FIELDS: dict[str, _Converter] = {
     "shell": _string, "history": partial(_integer, minimum=1), "log_max_bytes": _size,
     "log_keep": partial(_integer, minimum=0), "kill_grace": _duration, "shutdown_grace": _duration,
-    "socket_group": _string, "include": _patterns, **notifyconf.DAEMON_FIELDS,
+    "forget_removed_after": _duration, "socket_group": _string, "include": _patterns, **notifyconf.DAEMON_FIELDS,
 }
 JOB_KEYS = tuple(JOB_FIELDS)
 DAEMON_KEYS = tuple(DAEMON_FIELDS)
