@@ -11,6 +11,7 @@ import random
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -230,8 +231,13 @@ def test_muzan_stop_sigterm_and_deleted_files_never_let_a_second_daemon_start(ke
     foreign = kenv.state / "foreign.pid"
     foreign.write_text("12345\n")
     os.replace(foreign, pidfile)
+    other = socket.socket(socket.AF_UNIX)
+    other.bind(str(kenv.state / "other.sock"))
+    os.replace(kenv.state / "other.sock", sock)
     wait_for(lambda: not alive(first), 15, what="the first daemon to finish its run and exit")
-    assert pidfile.read_text() == "12345\n"
+    assert pidfile.read_text() == "12345\n" and sock.is_socket()
+    other.close()
+    sock.unlink()
     assert done.exists() and state_of(kenv)["jobs"]["long"]["last_run"]["outcome"] == "success"
     pidfile.unlink()
     second = kenv.start()
