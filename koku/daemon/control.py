@@ -125,6 +125,8 @@ class Control:
             return {"Started": {"name": runner.cfg.name, "run": record.run}}
         if kind == "RunFollow":
             record = runner.run_now()  # refusals raise here, before the answer becomes a stream
+            # Before this greenlet yields, so before the run's greenlet starts: no output is missed.
+            self.waiters.open_stream(runner.cfg.name, record.run)
             return self._follow(runner, record.run)
         if kind == "Cancel":
             runs = self.d.cancel_runs(runner)

@@ -50,7 +50,9 @@ class ProcessExecutor:
     def __init__(self, clock: Clock, log_dir: Path, config: Callable[[], Config], runs: RunWaiters | None = None,
                  durable: Callable[[], object] = lambda: None, containment: Containment | None = None):
         self.clock = clock
-        self._runs = runs  # where live readers find each run's output stream
+        # Where a run's live reader (RunFollow) left a stream for its output; only followed runs have one,
+        # so unfollowed output costs no memory.
+        self._runs = runs
         self._durable = durable  # blocks the calling greenlet until what the runner recorded is on disk
         self.containment = containment if containment is not None else Containment()
         self.log_dir = log_dir
@@ -86,10 +88,6 @@ class ProcessExecutor:
         g.name = f"run:{runner.cfg.name}:{record.run}"
         g.link_exception(lambda glet: self._crashed(runner, record, glet))
         self._greenlets[key] = g
-        if self._runs is not None:
-            # Opened now, before the run's greenlet starts: whoever asked for the run can attach to it
-            # before any output exists.
-            self._runs.open_stream(*key)
         g.start()
 
     def cancel(self, runner: JobRunner, run: int, grace: float, reason: str = "daemon shutdown") -> bool:

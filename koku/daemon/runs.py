@@ -76,7 +76,8 @@ class RunWaiters:
         self._streams: dict[tuple[str, int], RunStream] = {}
 
     def open_stream(self, name: str, run: int) -> RunStream:
-        """The executor opens one per run when it starts it, and closes it when the output has ended."""
+        """RunFollow opens one for the run it started (before the run's greenlet runs); the executor
+        writes the run's output to it and closes it when the output has ended."""
         stream = self._streams[(name, run)] = RunStream()
         return stream
 
