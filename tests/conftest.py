@@ -104,12 +104,17 @@ class KokuEnv:
 
 
 def read_line(s: socket.socket) -> bytes:
+    """One answer line from the daemon, checked against docs/protocol.schema.json."""
+    from schema import check_response
+
     buf = b""
     while not buf.endswith(b"\n"):
         chunk = s.recv(65536)
         if not chunk:
             raise ConnectionError(f"closed after {buf[:200]!r}")
         buf += chunk
+    for line in buf.splitlines():
+        check_response(json.loads(line))
     return buf
 
 

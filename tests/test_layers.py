@@ -184,7 +184,7 @@ def test_docstrings_name_methods_that_exist() -> None:
             if ref == "koku.pyz":  # the file, not a module
                 continue
             parts = ref.split(".")
-            for cut in range(len(parts), 1, -1):
+            for cut in range(len(parts), 0, -1):
                 try:
                     obj: object = importlib.import_module(".".join(parts[:cut]))
                 except ImportError:

@@ -16,6 +16,7 @@ import time
 import pytest
 import tomli_w
 
+from schema import check_response
 from conftest import read_line, wait_for
 
 JOBS = [
@@ -50,7 +51,7 @@ class Conn:
             assert chunk, "connection closed"
             self.buf += chunk
         line, _, self.buf = self.buf.partition(b"\n")
-        return json.loads(line)
+        return check_response(json.loads(line))  # every answer these tests see must fit the schema
 
     def ask(self, value):
         self.send_raw(json.dumps(value).encode() + b"\n")

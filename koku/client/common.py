@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from koku.client.client import Client
+from koku.client.api import Client
 from koku.core.paths import config_path, config_source, state_paths
 from koku.errors import ConfigError, UsageError
 
@@ -28,6 +28,7 @@ def int_option(args: dict[str, Any], key: str, minimum: int = 0) -> int:
 
 
 def client(timeout: float | None = 10.0) -> Client:
+    """The public API's client (koku.connect's): ``ku`` talks to the daemon only through it."""
     return Client(state_paths().socket, timeout=timeout)
 
 

@@ -47,7 +47,7 @@ def _forget_working_directory() -> None:
 def _daemon_info(timeout: float = 2.0) -> dict[str, Any] | None:
     try:
         with client(timeout) as c:
-            return c.expect("DaemonStatus", "DaemonStatus")
+            return c.daemon_status()
     except (NotRunningError, DaemonError):
         return None
 
@@ -121,8 +121,8 @@ def _daemon_stop(args: dict[str, Any]) -> int:
     clock = RealClock()  # the one way koku reads the time (tests/test_clock_use.py)
 
     with client() as c:
-        info = c.expect("DaemonStatus", "DaemonStatus")
-        c.expect("Shutdown", "Ok")
+        info = c.daemon_status()
+        c.shutdown()
     pid = int(info["pid"])
     deadline = clock.monotonic() + 300
     while _pid_alive(pid) and clock.monotonic() < deadline:
@@ -140,7 +140,7 @@ def _daemon_status(args: dict[str, Any]) -> int:
     from koku.client import table  # prettytable: only for commands that print a table, never in the daemon
 
     with client() as c:
-        info = c.expect("DaemonStatus", "DaemonStatus")
+        info = c.daemon_status()
     if args["--json"]:
         print_json(info)
     else:

@@ -8,14 +8,14 @@ from typing import Any
 
 from koku.client.common import EXIT_ERROR, EXIT_OK, client, int_option, print_json
 from koku.core.durations import parse_duration
-from koku.errors import ConfigError, DaemonError, UsageError
+from koku.errors import DaemonError, UsageError
 
 
 def cmd_status(args: dict[str, Any]) -> int:
     from koku.client import table  # prettytable: only for commands that print a table, never in the daemon
 
     with client() as c:
-        jobs = c.expect("Status", "Status")
+        jobs = c.status()
     name = args["<name>"]
     if name:
         match = [j for j in jobs if j["name"] == name]
@@ -47,13 +47,12 @@ def cmd_run(args: dict[str, Any]) -> int:
     name = args["<name>"]
     if not args["--wait"]:
         with client() as c:
-            message = c.expect({"Run": name}, "Ok")
+            message = f"started {name} run {c.run(name)}"
         print_json({"message": message}) if args["--json"] else print(message)
         return EXIT_OK
     if args["--json"]:
         with client() as c:
-            started = c.expect({"Trigger": name}, "Started")
-            record = c.expect({"Wait": {"name": name, "run": started["run"]}}, "Finished", timeout=None)
+            record = c.run(name, wait=True)
         print_json(record)
         return _exit_code_of(record)
     return _run_and_follow(name)
@@ -61,31 +60,24 @@ def cmd_run(args: dict[str, Any]) -> int:
 
 def _run_and_follow(name: str) -> int:
     """``ku run --wait``: start a run and print its output (its own, not other runs') as it comes."""
-    run = None
+    run: list[int] = []
+
+    def output(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def skipped(nbytes: int) -> None:
+        sys.stdout.flush()
+        print(f"koku: [{nbytes} bytes of output not shown here: this terminal fell behind; "
+              f"ku log {name} has all of it]", file=sys.stderr)
+
     try:
         with client() as c:
-            started = c.expect({"RunFollow": name}, "Started")
-            run = started["run"]
-            while True:
-                tag, body = c.receive()
-                if tag == "Output":
-                    if body.get("cut"):
-                        sys.stdout.flush()
-                        print(f"koku: [{body['cut']} bytes of output not shown here: this terminal fell behind; "
-                              f"ku log {name} has all of it]", file=sys.stderr)
-                    sys.stdout.write(body.get("text") or "")
-                    sys.stdout.flush()
-                elif tag == "Finished":
-                    record = body
-                    break
-                elif tag == "Error":
-                    raise DaemonError(str(body))
-                else:
-                    raise DaemonError(f"unexpected answer {tag} while following {name} run {run}")
+            record = c.run(name, wait=True, on_output=output, on_start=run.append, on_skipped=skipped)
     except KeyboardInterrupt:
-        if run is None:
+        if not run:
             raise
-        print(f"\nkoku: stopped waiting; {name} run {run} goes on in the daemon.\n"
+        print(f"\nkoku: stopped waiting; {name} run {run[0]} goes on in the daemon.\n"
               f"  follow it: ku log {name} -f\n  stop it:   ku cancel {name}", file=sys.stderr)
         return 130
     print(f"{name} run {record['run']}: {record.get('description')}", file=sys.stderr)
@@ -93,7 +85,8 @@ def _run_and_follow(name: str) -> int:
 
 
 def cmd_cancel(args: dict[str, Any]) -> int:
-    return _simple(args, {"Cancel": args["<name>"]})
+    with client() as c:
+        return _said(args, c.cancel(args["<name>"]))
 
 
 def cmd_pause(args: dict[str, Any]) -> int:
@@ -111,19 +104,18 @@ def cmd_pause(args: dict[str, Any]) -> int:
             raise UsageError(f"--for: {exc}") from None
     if seconds is not None and seconds <= 0:
         raise UsageError("a timed pause must be longer than zero")
-    request = {"Pause": name} if seconds is None else {"PauseFor": {"name": name, "seconds": seconds}}
-    return _simple(args, request)
-
-
-def _simple(args: dict[str, Any], request: Any) -> int:
     with client() as c:
-        message = c.expect(request, "Ok")
+        return _said(args, c.pause(name, for_=seconds))
+
+
+def _said(args: dict[str, Any], message: str) -> int:
     print_json({"message": message}) if args["--json"] else print(message)
     return EXIT_OK
 
 
 def cmd_resume(args: dict[str, Any]) -> int:
-    return _simple(args, {"Resume": args["<name>"]})
+    with client() as c:
+        return _said(args, c.resume(args["<name>"]))
 
 
 def cmd_reload(args: dict[str, Any]) -> int:
@@ -136,18 +128,12 @@ def cmd_reload(args: dict[str, Any]) -> int:
             from koku.core.paths import config_path
 
             path = config_path(args["--config"])
-            info = c.expect("DaemonStatus", "DaemonStatus")
+            info = c.daemon_status()
             if not same_config(info, path):
                 raise DaemonError(f"the daemon (pid {info['pid']}) runs config {info['config']}, not {path}; "
                                   f"reload re-reads the daemon's own config (run \"ku reload\" without --config), "
                                   f"or stop it and start it with {path}")
-        tag, body = c.call("Reload")
-    if tag == "Ok":
-        print_json({"message": body}) if args["--json"] else print(body)
-        return EXIT_OK
-    if tag == "Error":
-        raise ConfigError(str(body).splitlines())
-    raise DaemonError(f"unexpected answer {tag}")
+        return _said(args, c.reload())  # a broken config raises ConfigError, one line per problem
 
 
 def cmd_log(args: dict[str, Any]) -> int:
@@ -170,7 +156,7 @@ def cmd_log(args: dict[str, Any]) -> int:
             print(json.dumps(first if first is not None else {"lines": lines}, ensure_ascii=False))
 
     with client() as c:
-        body = c.expect({"Log": {"name": name, "lines": n}}, "Log")
+        body = c.request({"Log": {"name": name, "lines": n}}, "Log")  # with its path, for --json
         emit(body["lines"], {"name": name, "path": body["path"], "lines": body["lines"]})
         if not args["-f"]:
             return EXIT_OK
@@ -179,7 +165,7 @@ def cmd_log(args: dict[str, Any]) -> int:
             while True:
                 sys.stdout.flush()
                 clock.sleep(0.5)
-                body = c.expect({"Log": {"name": name, "lines": 0, "offset": offset}}, "Log")
+                body = c.request({"Log": {"name": name, "lines": 0, "offset": offset}}, "Log")
                 emit(body["lines"])
                 offset = body["offset"]
         except KeyboardInterrupt:
@@ -191,7 +177,7 @@ def cmd_history(args: dict[str, Any]) -> int:
 
     n = int_option(args, "-n", 1)
     with client() as c:
-        records = c.expect({"History": {"name": args["<name>"], "limit": n}}, "History")
+        records = c.history(args["<name>"], limit=n)
     if args["--json"]:
         print_json(records)
     elif records:
@@ -204,20 +190,18 @@ def cmd_history(args: dict[str, Any]) -> int:
 
 def cmd_notify_test(args: dict[str, Any]) -> int:
     # A slow or dead endpoint takes its timeout (10 s by default), perhaps twice over in a pool thread.
-    with client(timeout=120) as c:
-        tag, body = c.call({"NotifyTest": args["<notifier>"]})
-    if tag not in ("Ok", "Error"):
-        raise DaemonError(f"unexpected answer {tag}")
+    with client() as c:
+        delivered, message = c.notify_test(args["<notifier>"])
     if args["--json"]:
-        print_json({"delivered": tag == "Ok", "message": body})
+        print_json({"delivered": delivered, "message": message})
     else:
-        print(body, file=sys.stdout if tag == "Ok" else sys.stderr)
-    return EXIT_OK if tag == "Ok" else EXIT_ERROR
+        print(message, file=sys.stdout if delivered else sys.stderr)
+    return EXIT_OK if delivered else EXIT_ERROR
 
 
 def cmd_metrics(args: dict[str, Any]) -> int:
-    with client(timeout=60) as c:
-        text = c.expect("Metrics", "Metrics")
+    with client() as c:
+        text = c.metrics()
     if args["--json"]:
         print_json({"metrics": text})
     else:

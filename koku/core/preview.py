@@ -60,3 +60,26 @@ def preview_jobs(jobs: Iterable[PreviewedJob], start: datetime, n: int = 3) -> l
                 warnings.append(note)
         previews.append(JobPreview(job.name, job.cron, zone_name(schedule.tz), tuple(runs), tuple(warnings)))
     return previews
+
+
+def preview(job_or_expr: PreviewedJob | str, tz: str | None = None, start: datetime | None = None,
+            n: int = 3) -> JobPreview:
+    """The next ``n`` runs and warnings for one job or one cron expression, by the rules of ``ku check``.
+
+    ``job_or_expr``: a JobConfig (from ``koku.load_config``) or an expression such as ``"30 2 * * *"``
+    read in zone ``tz`` (an IANA name; None: the machine's zone). ``start``: an aware datetime (default:
+    now). Raises ScheduleError for a bad expression or zone.
+    """
+    from types import SimpleNamespace
+
+    from koku.core.clock import RealClock
+    from koku.core.schedule import parse_schedule
+
+    if isinstance(job_or_expr, str):
+        job_or_expr = SimpleNamespace(name=job_or_expr, cron=job_or_expr, tz=tz,  # type: ignore[assignment]
+                                      schedule=parse_schedule(job_or_expr, tz), overlap=True, timeout=None)
+    if start is None:
+        start = RealClock().now()
+    elif start.tzinfo is None:
+        raise ValueError("start must be an aware datetime (with a zone or UTC offset)")
+    return preview_jobs([job_or_expr], start, n)[0]  # type: ignore[list-item]

@@ -13,6 +13,9 @@ from typing import Any, NamedTuple
 
 from koku.errors import ProtocolError
 
+# The wire format's version, in DaemonStatus: raised when a request or answer changes incompatibly (a field
+# removed or retyped, a request's meaning changed); new requests and new fields keep it (docs/api.md).
+VERSION = 1
 MAX_LINE = 1024 * 1024  # bytes; a longer request line is refused, the connection stays usable
 MAX_SECONDS = 10 * 365 * 86400  # the longest PauseFor; more overflows datetime arithmetic
 

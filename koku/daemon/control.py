@@ -75,6 +75,7 @@ class Control:
         return {
             "pid": os.getpid(),
             "version": __version__,
+            "protocol": protocol.VERSION,
             "started": iso(self.d.started_at),
             "uptime_s": round((self.d.clock.now() - self.d.started_at).total_seconds(), 1),
             "config": str(self.d.config_path),
