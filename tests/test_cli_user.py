@@ -295,3 +295,65 @@ def test_a_missing_config_given_with_dash_dash_config_mentions_it(kenv):
         assert '"ku --config /nope/x.toml init"' in res.stderr
     default = kenv.ku("check")
     assert default.returncode == 2 and '"ku init"' in default.stderr and "--config" in default.stderr
+
+
+def _shell_env(kenv):
+    import os
+
+    from conftest import KU
+
+    env = dict(kenv.env)
+    if len(KU) == 1:
+        env["PATH"] = f"{os.path.dirname(KU[0])}:{env['PATH']}"
+    return env
+
+
+@pytest.mark.skipif(__import__("shutil").which("fish") is None, reason="no fish on this machine")
+def test_fish_completion_in_a_real_fish(kenv):
+    import subprocess
+
+    def complete(line: str) -> list[str]:
+        res = subprocess.run(["fish", "--no-config", "-c", f"ku completion fish | source; complete -C {line!r}"],
+                             env=_shell_env(kenv), capture_output=True, text=True, timeout=60, cwd=kenv.work)
+        assert res.returncode == 0, res.stderr
+        return [line.split("\t")[0] for line in res.stdout.splitlines()]
+
+    assert complete("ku sta") == ["status"]
+    assert complete("ku daemon st") == ["start", "status", "stop"]
+    assert complete("ku run --w") == ["--wait"]  # not import's --write
+    write(kenv, [{"name": n, "cron": "@yearly", "command": "true"} for n in ("backup", "cleanup")])
+    kenv.start()
+    assert complete("ku run ba") == ["backup"]
+
+
+@pytest.mark.skipif(__import__("shutil").which("zsh") is None, reason="no zsh on this machine")
+def test_zsh_completion_function_in_a_real_zsh(kenv):
+    import subprocess
+
+    # zsh's completion widgets need a terminal; the function's own logic runs in a real zsh with the
+    # completion system's builtins replaced by ones that print what they are offered (filtered by PREFIX).
+    harness = r'''
+compdef() { : }
+_describe() { local item; for item in "${(@P)2}"; do item=${item%%:*}; [[ $item == ${PREFIX}* ]] && print -r -- $item; done }
+compadd() { local a; local -a items; if [[ $1 == -a ]]; then items=("${(@P)2}"); else [[ $1 == -- ]] && shift; items=("$@"); fi
+  for a in $items; do [[ $a == ${PREFIX}* ]] && print -r -- $a; done }
+_files() { print -r -- FILES }
+source <(ku completion zsh) || exit 9
+words=(${=WORDS}); CURRENT=${#words}; PREFIX=${words[-1]}
+[[ $WORDS == *' ' ]] && { words+=(''); CURRENT=${#words}; PREFIX='' }
+_ku
+'''
+
+    def complete(line: str) -> list[str]:
+        env = {**_shell_env(kenv), "WORDS": line}
+        res = subprocess.run(["zsh", "-f", "-c", harness], env=env, capture_output=True, text=True, timeout=60,
+                             cwd=kenv.work)
+        assert res.returncode != 9 and res.stderr == "", res.stderr  # the status is the last test's
+        return res.stdout.split()
+
+    assert complete("ku sta") == ["status"]
+    assert complete("ku daemon st") == ["start", "stop", "status"]
+    assert complete("ku run --w") == ["--wait"]
+    write(kenv, [{"name": n, "cron": "@yearly", "command": "true"} for n in ("backup", "cleanup")])
+    kenv.start()
+    assert complete("ku log ") == ["backup", "cleanup"]

@@ -183,7 +183,12 @@ def fish(spec: Spec) -> str:
         for option, help_text in spec.option_help.items():
             flags = " ".join(_fish_flag(o) for o in spec.spellings[option])
             takes = " -r" if spec.options[option] else ""
-            out.append(f"complete -c {prog} {flags}{takes} -d {_fish_quote(help_text)}")
+            users = [c for c in spec.usage if option in _command_options(spec, c)]
+            if option in GLOBAL_OPTIONS or option == "--version":
+                condition = ""
+            else:  # only after a command whose usage line names it
+                condition = f" -n '__fish_seen_subcommand_from {' '.join(users)}'"
+            out.append(f"complete -c {prog}{condition} {flags}{takes} -d {_fish_quote(help_text)}")
         out.append("")
     return "\n".join(out)
 
