@@ -167,5 +167,6 @@ tz = "UTC"
         daemon.terminate()
         daemon.wait(timeout=30)
         log.close()
-    daemon_log = (kenv.root / "daemon.log").read_text()
-    assert "clock stepped back" in daemon_log and "seconds=7200" in daemon_log, daemon_log[-2000:]
+    clock_lines = [line for line in (kenv.root / "daemon.log").read_text().splitlines() if "clock" in line]
+    steps_back = [float(line.split(" seconds=")[1].split()[0]) for line in clock_lines if 'msg="clock stepped back' in line]
+    assert any(abs(s - 7200) < 5 for s in steps_back), clock_lines
