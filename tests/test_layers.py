@@ -198,3 +198,33 @@ def test_docstrings_name_methods_that_exist() -> None:
             else:
                 missing.append(f"{path.relative_to(ROOT)}: {ref}")
     assert missing == []
+
+
+def _module_level_graph(root: Path) -> dict[str, set[str]]:
+    modules = {module_name(root, p): p for p in (root / "koku").rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for mod, path in modules.items():
+        edges = set()
+        for target, lazy, _ in imports_of(path):
+            if lazy or not target.startswith("koku."):
+                continue
+            # "koku.core.model.Outcome" -> the longest prefix that is a module
+            parts = target.split(".")
+            while parts and ".".join(parts) not in modules:
+                parts.pop()
+            if parts and ".".join(parts) != mod:
+                edges.add(".".join(parts))
+        graph[mod] = edges
+    return graph
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    """daemon.py and control.py used to import each other; module-level cycles (TYPE_CHECKING ones too)
+    hide who depends on whom. Package __init__ re-exports are not cycles."""
+    graph = _module_level_graph(ROOT)
+    cycles = []
+    for mod, edges in graph.items():
+        for other in edges:
+            if mod in graph.get(other, ()) and not (mod.startswith(other + ".") or other.startswith(mod + ".")):
+                cycles.append(tuple(sorted((mod, other))))
+    assert sorted(set(cycles)) == []

@@ -15,15 +15,21 @@ import heapq
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from koku.core.clock import Clock
-from koku.core.durations import format_duration
+from koku.core.durations import spoken_duration
 from koku.core.model import Outcome, RunRecord
 from koku.core.notifyconf import NO_ALERTS, EventKind, JobAlerts
 
-if TYPE_CHECKING:
-    from koku.core.runner import JobRunner
+
+class JobRunner(Protocol):
+    """What the alert policy reads of a job's runner (koku.core.runner.JobRunner provides it; named by
+    a protocol so that alerts and runner do not import each other)."""
+
+    cfg: Any  # JobConfig
+    mem: Any  # JobMemory
+    active: dict[int, RunRecord]
 
 PING_BODY_MAX = 10_000  # bytes of output tail sent with a ping (Healthchecks keeps 10 kB by default)
 
@@ -36,10 +42,6 @@ class RunEvents(Protocol):
     def run_finished(self, runner: JobRunner, record: RunRecord, failures_before: int, stopped_before: bool) -> None: ...
 
     def run_skipped(self, runner: JobRunner, scheduled: str | None, reason: str) -> None: ...
-
-
-def _secs(seconds: float) -> str:
-    return f"{seconds:g}s" if seconds < 60 else format_duration(seconds)
 
 
 class NoEvents:
@@ -271,4 +273,4 @@ class PolicyEvents:
             record = runner.active.get(run) if runner is not None else None
             if record is not None:
                 self.emit(runner, record, Decision(EventKind.SLOW),
-                          {"reason": f"still running after {_secs(runner.cfg.alerts.slow_after)}"})
+                          {"reason": f"still running after {spoken_duration(runner.cfg.alerts.slow_after)}"})

@@ -9,18 +9,33 @@ nested ``[``) ends in a RecursionError there, which the parser turns into a Conf
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol
 
 import gevent
 
 from koku.core import logfmt
 from koku.core.config import Config, JobConfig, load_config
 from koku.core.model import JobMemory
-from koku.core.runner import JobRunner
+from koku.core.runner import Context, JobRunner
+from koku.core.scheduler import Scheduler
 from koku.errors import ConfigError
 
-if TYPE_CHECKING:
-    from koku.daemon.lifecycle import Daemon
+
+class Daemon(Protocol):
+    """What a reload reads and swaps of the daemon (lifecycle.Daemon provides it)."""
+
+    config_path: Path
+    config: Config | None
+    alerts: Any
+    runners: dict[str, JobRunner]
+    memory: dict[str, JobMemory]
+    context: Context
+    scheduler: Scheduler
+
+    def retire_runner(self, name: str) -> None: ...
+
+    def install_runner(self, runner: JobRunner, startup: bool) -> None: ...
 
 
 @dataclass
