@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from koku.core.config import (
+from koku.core.config import (CatchUp, 
     DAEMON_KEYS,
     JOB_KEYS,
     DaemonConfig,
@@ -73,7 +73,8 @@ EXACT = [
                  '"backoff" or "stop", got "stopp" (did you mean "stop"?)', id="bad-on-error"),
     pytest.param(job(overlap="yes"), 'config.toml: job "x": key "overlap" must be true or false, got "yes"',
                  id="bool-type"),
-    pytest.param(job(catch_up=1), 'config.toml: job "x": key "catch_up" must be true or false, got 1',
+    pytest.param(job(catch_up=1), 'config.toml: job "x": key "catch_up" must be "skip", "once" or "all" '
+                 '(true means "once", false "skip"), got 1',
                  id="bool-type-int"),
     pytest.param(job(max_failures="3"), 'config.toml: job "x": key "max_failures" must be a whole number, '
                  'got "3"', id="int-type"),
@@ -267,7 +268,7 @@ def test_job_values_and_defaults() -> None:
     assert (j.name, j.cron, j.command) == ("x", "* * * * *", "true")
     assert (j.dir, j.on_error, j.overlap, j.timeout, dict(j.env), j.tz) == (None, OnError.CONTINUE, False,
                                                                             None, {}, None)
-    assert (j.jitter, j.max_failures, j.catch_up, j.description) == (0.0, 3, False, "")
+    assert (j.jitter, j.max_failures, j.catch_up, j.description) == (0.0, 3, CatchUp.SKIP, "")
     assert j.schedule is not None
     assert config.daemon == DaemonConfig()
     assert config.daemon.log_max_bytes == 10 * 1024 * 1024
@@ -280,7 +281,7 @@ def test_every_job_key_set() -> None:
     [j] = parse_config(text).jobs
     assert j.on_error is OnError.STOP
     assert (j.dir, j.overlap, j.timeout, dict(j.env), j.tz) == ("/", True, 5400.0, {"A": "1"}, "Asia/Tokyo")
-    assert (j.jitter, j.max_failures, j.catch_up, j.description) == (90.0, 5, True, "d")
+    assert (j.jitter, j.max_failures, j.catch_up, j.description) == (90.0, 5, CatchUp.ONCE, "d")
 
 
 @pytest.mark.parametrize("written, seconds", [("90s", 90.0), ("30m", 1800.0), ("1h30m", 5400.0), ("2d", 172800.0),

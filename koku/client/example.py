@@ -33,7 +33,13 @@ timeout = "30m"            # kill the job (its whole process group) after this l
 # max_failures = 3         # consecutive failures before on_error = "stop" stops the job
 # tz = "Europe/Berlin"     # IANA time zone for the cron expression (default: this machine's zone)
 # jitter = "0s"            # wait a random delay in [0, jitter) before each scheduled run
-# catch_up = false         # run once at startup if a scheduled run was missed while koku was down
+# catch_up = "skip"        # runs missed while koku was down: "skip", "once" (= true) or "all"
+# catch_up_limit = 100     # with catch_up = "all": at most this many missed runs, oldest first
+# start_deadline = "10m"   # a run that cannot start this long after its slot is skipped (and recorded)
+# jitter_mode = "random"   # "random": a new delay per run; "hash": one fixed delay per job and host
+# retries = 0              # try a failed run again this many times, before it counts for on_error
+# retry_delay = "30s"      # before the first retry; doubled for each next one
+# max_running = 2          # with overlap = true: at most this many runs of this job at once
 # description = "Nightly backup of this config"
 # env = { BACKUP_TARGET = "/mnt/backup" }   # extra environment variables (strings)
 # notify = ["ops", "mail"] # notifiers (the [notify.NAME] tables below) told about this job
@@ -75,6 +81,7 @@ description = "delete backups older than 30 days"
 # kill_grace = "10s"        # after SIGTERM, wait this long before SIGKILL
 # shutdown_grace = "30s"    # on daemon stop, let running jobs finish for this long
 # forget_removed_after = "30d"  # a job removed from the config: its state, history and logs go after this
+# max_running = 8           # runs at once across all jobs (default: no limit); more wait in order
 # socket_group = "staff"    # group allowed to use the control socket (default: only this user)
 # include = ["jobs.d/*.toml"]  # drop-in files of [[job]] (and [notify.NAME]) tables; globs, relative to this file
 # metrics_listen = "127.0.0.1:9101"  # serve Prometheus metrics on http://HOST:PORT/metrics

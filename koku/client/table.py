@@ -126,6 +126,8 @@ def job_details(job: dict[str, Any]) -> str:
         ("last exit", job.get("last_exit")),
         ("last duration", format_duration(job.get("last_duration_s")) if job.get("last_duration_s") is not None else None),
         ("next run", local_time(job.get("next_run"))),
+        ("waiting since", local_time(job.get("queued_since")) if job.get("queued_since") else None),
+        ("retry at", local_time(job.get("retry_at")) if job.get("retry_at") else None),
         ("paused until", local_time(job.get("paused_until")) if job.get("paused_until") else None),
         ("failures in a row", job.get("consecutive_failures")),
         ("skipped (overlap)", job.get("skipped")),

@@ -57,6 +57,7 @@ class Outcome(str, Enum):
     ERROR = "error"
     INTERRUPTED = "interrupted"  # set by the daemon for runs in flight when it died; not produced here
     CANCELLED = "cancelled"  # ended by daemon shutdown
+    SKIPPED = "skipped"  # never started: start_deadline passed (queue, daemon down, clock); never counts
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,10 @@ class RunRecord:
     # What the run caused: {"notifier": "ops" | "ping", "event": "failure", "delivered": true | false |
     # null while pending, "answer": "HTTP 200 OK" or the reason it failed}.
     notifications: list[dict[str, Any]] = field(default_factory=list)
+    # Earlier attempts of a run with retries, oldest first: {"started", "ended", "duration_s", "outcome",
+    # "description", "exit_code", "signal", "pid"}; the record's own fields are the last attempt's.
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    queued: str | None = None  # when it began waiting for a free slot (max_running); None: never waited
 
     def to_dict(self) -> dict[str, Any]:
         # By hand: dataclasses.asdict deep-copies recursively and is ~10x slower, and state.json is
@@ -106,6 +111,7 @@ class RunRecord:
         d = {name: getattr(self, name) for name in _RECORD_FIELDS}
         d["tail"] = list(self.tail)
         d["notifications"] = [dict(n) for n in self.notifications]
+        d["attempts"] = [dict(a) for a in self.attempts]
         return d
 
     @classmethod
@@ -120,7 +126,7 @@ class RunRecord:
                 continue
             value = data[name]
             if check(value):
-                values[name] = list(value) if name in ("tail", "notifications") else value
+                values[name] = list(value) if name in ("tail", "notifications", "attempts") else value
             elif name in _RECORD_REQUIRED:
                 problems.append(f"{where}: invalid {name} {_show(value)}; record dropped")
                 return None
@@ -156,6 +162,13 @@ class JobMemory:
         record.phase = None
         self.in_flight = [r for r in self.in_flight if r.run != record.run]
         self.last_run = record
+        self.history.append(record)
+        del self.history[: max(0, len(self.history) - keep)]
+
+    def skip_run(self, record: RunRecord, keep: int) -> None:
+        """Record a run that never started (start_deadline passed, dropped from the queue): history only;
+        ``last_run`` stays the last run that really ran."""
+        self.in_flight = [r for r in self.in_flight if r.run != record.run]
         self.history.append(record)
         del self.history[: max(0, len(self.history) - keep)]
 
@@ -259,6 +272,9 @@ _RECORD_CHECKS: dict[str, Callable[[Any], bool]] = {
         and n.get("delivered") in (True, False, None) for n in v),
     "cpu_s": _opt(lambda v: type(v) in (int, float) and math.isfinite(v) and v >= 0),
     "memory_peak": _opt(lambda v: type(v) is int and v >= 0),
+    "attempts": lambda v: isinstance(v, list) and all(
+        isinstance(a, dict) and isinstance(a.get("outcome"), str) and isinstance(a.get("started"), str) for a in v),
+    "queued": _opt(_iso),
 }
 _RECORD_REQUIRED = ("run", "trigger", "started")
 _MEMORY_CHECKS: dict[str, Callable[[Any], bool]] = {

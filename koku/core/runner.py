@@ -1,6 +1,7 @@
 """One JobRunner per configured job: when to run, whether to run, what state the job is in.
 
-Policy lives here (overlap, on_error continue/backoff/stop, pause, catch_up, @reboot); how a child is
+Policy lives here (overlap, on_error continue/backoff/stop, pause, catch_up, @reboot, retries,
+start_deadline, the job's max_running; the daemon-wide limit is core/admission.py); how a child is
 run lives in koku/daemon/process.py and is reached through an *executor*, so the policy is tested with a fake clock
 and a fake executor, and the daemon passes the real one (``koku.daemon.executor.ProcessExecutor``).
 
@@ -11,14 +12,18 @@ one line: ``job=backup state=running->failing reason="exit status 2"``.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
-from koku.core import logfmt
+from koku.core import logfmt, runpolicy
+from koku.core.runpolicy import iso, parse_iso  # noqa: F401 (others import them from here)
+from koku.core.runslots import RunSlots
+from koku.core.admission import Admission, Waiter
 from koku.core.alerts import NO_EVENTS, RunEvents
 from koku.core.clock import Clock, shifted
-from koku.core.config import DaemonConfig, JobConfig, OnError
+from koku.core.config import DaemonConfig, JitterMode, JobConfig, OnError
+from koku.core.durations import spoken_duration
 from koku.core.model import JobMemory, JobState, RunRecord, Trigger, check_move
 from koku.core.model import Outcome, RunResult
 from koku.core.schedule import zone_name
@@ -26,24 +31,6 @@ from koku.core.scheduler import BACKWARD_KEEP, Scheduler, Timer
 from koku.errors import RunRefused
 
 SKIP_WARN_EVERY = 600.0  # seconds between "still running, run skipped" warnings for one job
-EXACT_SKIP_LIMIT = 1000  # backoff: beyond this many skipped runs, estimate instead of iterating
-
-
-def iso(dt: datetime | None) -> str | None:
-    """UTC ISO 8601; milliseconds only where there are any (scheduled instants are whole seconds)."""
-    if dt is None:
-        return None
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds" if dt.microsecond else "seconds")
-
-
-def parse_iso(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 class Executor(Protocol):
@@ -65,11 +52,12 @@ class Context:
     run_ended: Callable[[JobRunner, RunRecord], None] = lambda runner, record: None
     events: RunEvents = NO_EVENTS  # alerts, pings and metrics hear of starts, ends and skips here
     config_file: str = ""  # the main config's path: the file of every job not from a drop-in
+    admission: Admission = field(default_factory=Admission)  # [daemon] max_running, shared by every job
 
 
-class JobRunner:
+class JobRunner(RunSlots):
     __slots__ = ("cfg", "mem", "ctx", "active", "retired", "next_scheduled", "_next_timer", "_unpause_timer",
-                 "_backoff_next", "_last_skip_warning", "state")
+                 "_backoff_next", "_last_skip_warning", "state", "waiting", "retrying", "_backlog")
 
     def __init__(self, cfg: JobConfig, mem: JobMemory, ctx: Context):
         self.cfg = cfg
@@ -82,6 +70,10 @@ class JobRunner:
         self._unpause_timer: Timer | None = None
         self._backoff_next: datetime | None = None  # first run not skipped by backoff
         self._last_skip_warning: float | None = None
+        # Runs asked for but not started (max_running): run -> (record, its place in the queue, deadline).
+        self.waiting: dict[int, tuple[RunRecord, Waiter, Timer | None]] = {}
+        self.retrying: dict[int, tuple[RunRecord, Timer]] = {}  # failed attempts waiting for their retry
+        self._backlog: list[datetime] = []  # catch_up = "all": missed slots still to run, oldest first
         self.state = self._rest_state()
 
     # ----- state -------------------------------------------------------------------------------
@@ -113,7 +105,7 @@ class JobRunner:
         now = self.ctx.clock.now()
         missed = parse_iso(self.mem.next_run)
         if self.mem.skips_left:
-            self._backoff_next = self._nth_run_after(now, self.mem.skips_left)
+            self._backoff_next = runpolicy.nth_run_after(self.cfg.schedule, now, self.mem.skips_left)
         self._schedule_after(now)
         self._arm_unpause()
         if not startup:
@@ -121,9 +113,20 @@ class JobRunner:
         sched = self.cfg.schedule
         if sched.reboot:
             self._maybe_start(Trigger.REBOOT, None)
-        elif self.cfg.catch_up and missed is not None and missed <= now:
-            logfmt.info("catching up a run missed while the daemon was down", job=self.cfg.name, missed=iso(missed))
-            self._maybe_start(Trigger.CATCH_UP, missed)
+        elif missed is not None and missed <= now:
+            slots, cut = runpolicy.missed_slots(self.cfg, missed, now)
+            if not slots:
+                logfmt.info("run missed while the daemon was down; not caught up (catch_up = skip)",
+                            job=self.cfg.name, missed=iso(missed))
+                return
+            logfmt.info("catching up runs missed while the daemon was down", job=self.cfg.name, missed=iso(missed),
+                        runs=len(slots), mode=self.cfg.catch_up.value)
+            if cut:
+                logfmt.warning("more runs were missed than catch_up_limit; the later ones are not caught up",
+                               job=self.cfg.name, limit=self.cfg.catch_up_limit)
+            self._backlog = slots[1:]
+            self._maybe_start(Trigger.CATCH_UP, slots[0])
+            self._next_backlog()
 
     def _schedule_after(self, after: datetime) -> None:
         if self._next_timer:
@@ -138,7 +141,10 @@ class JobRunner:
         self.mem.next_run = iso(nxt) if nxt and not (self.mem.paused or self.mem.stopped) else None
         if nxt is None:
             return
-        delay = self.ctx.rng.uniform(0, self.cfg.jitter) if self.cfg.jitter > 0 else 0.0
+        delay = 0.0
+        if self.cfg.jitter > 0:
+            delay = (runpolicy.hash_delay(self.cfg.name, self.cfg.jitter) if self.cfg.jitter_mode is JitterMode.HASH
+                     else self.ctx.rng.uniform(0, self.cfg.jitter))
         due = shifted(nxt, delay)
         self._next_timer = self.ctx.scheduler.add(due, lambda: self._on_due(nxt), label=self.cfg.name)
 
@@ -179,37 +185,47 @@ class JobRunner:
         self._maybe_start(Trigger.SCHEDULE, scheduled)
 
     def _maybe_start(self, trigger: Trigger, scheduled: datetime | None) -> RunRecord | None:
-        if self.active and not self.cfg.overlap:
+        late = self._late(scheduled)
+        if late is not None:
+            self._skip(trigger, scheduled, f"could not start within start_deadline "
+                       f"{spoken_duration(self.cfg.start_deadline)} of its slot (it would have started "
+                       f"{spoken_duration(late + self.cfg.start_deadline)} late)")
+            return None
+        if self._in_flight() and not self.cfg.overlap:
             self.mem.skipped += 1
             mono = self.ctx.clock.monotonic()
             if self._last_skip_warning is None or mono - self._last_skip_warning >= SKIP_WARN_EVERY:
                 self._last_skip_warning = mono
                 logfmt.warning("run skipped: still running (overlap = false)", job=self.cfg.name,
-                               run=min(self.active), scheduled=iso(scheduled), skipped=self.mem.skipped)
+                               run=min([*self.active, *self.waiting, *self.retrying]), scheduled=iso(scheduled),
+                               skipped=self.mem.skipped)
             self.ctx.changed(self.cfg.name)
             self.ctx.events.run_skipped(self, iso(scheduled), "still running (overlap = false)")
             return None
-        return self._start(trigger, scheduled)
+        return self._admit(trigger, scheduled)
 
-    def _start(self, trigger: Trigger, scheduled: datetime | None) -> RunRecord:
-        self.mem.runs += 1
+    def _start(self, record: RunRecord) -> None:
+        self.ctx.admission.acquire()
+        record.started = iso(self.ctx.clock.now()) or ""
         # Saved ("starting") before the executor spawns anything: a crash after this point leaves a
         # record, and the run id and next_run on disk, so a restart never reuses the id or reruns the slot.
-        record = RunRecord(run=self.mem.runs, trigger=trigger.value, scheduled=iso(scheduled),
-                           started=iso(self.ctx.clock.now()) or "", phase="starting")
+        record.phase = "starting"
         self.active[record.run] = record
-        self.mem.in_flight.append(record)
-        self._settle(f"{trigger.value} run {record.run}")
-        self.ctx.events.run_started(self, record)
+        if record not in self.mem.in_flight:
+            self.mem.in_flight.append(record)
+        attempt = f" attempt {len(record.attempts) + 1}" if record.attempts else ""
+        self._settle(f"{record.trigger} run {record.run}{attempt}")
+        if not record.attempts:
+            self.ctx.events.run_started(self, record)
         self.ctx.executor.start(self, record)
-        return record
 
     # ----- commands ----------------------------------------------------------------------------
     def run_now(self) -> RunRecord:
         """A manual run (``ku run``): works in any state; refused only by overlap = false."""
-        if self.active and not self.cfg.overlap:
-            raise RunRefused(f"job \"{self.cfg.name}\" is already running (run {min(self.active)}; overlap = false)")
-        return self._start(Trigger.MANUAL, None)
+        if self._in_flight() and not self.cfg.overlap:
+            run = min([*self.active, *self.waiting, *self.retrying])
+            raise RunRefused(f"job \"{self.cfg.name}\" is already running (run {run}; overlap = false)")
+        return self._admit(Trigger.MANUAL, None)
 
     def pause(self, seconds: float | None) -> str:
         until = None if seconds is None else shifted(self.ctx.clock.now(), seconds)
@@ -262,6 +278,7 @@ class JobRunner:
     def finish_run(self, record: RunRecord, result: RunResult) -> None:
         failures_before, stopped_before = self.mem.consecutive_failures, self.mem.stopped
         now = self.ctx.clock.now()
+        was_active = self.active.pop(record.run, None) is not None
         record.ended = iso(now)
         if result.started_mono is not None:
             record.duration_s = round(result.ended_mono - result.started_mono, 3)
@@ -273,7 +290,10 @@ class JobRunner:
         record.tail = list(result.tail)
         record.cpu_s = None if result.cpu_usec is None else round(result.cpu_usec / 1e6, 3)
         record.memory_peak = result.memory_peak
-        self.active.pop(record.run, None)
+        if was_active:
+            self.ctx.admission.release()
+        if self._retry(record, result):
+            return
         self.mem.end_run(record, self.ctx.daemon.history)
         if result.outcome is Outcome.SUCCESS:
             self._on_success()
@@ -285,6 +305,7 @@ class JobRunner:
         self._settle(record.description)
         self.ctx.events.run_finished(self, record, failures_before, stopped_before)
         self.ctx.run_ended(self, record)
+        self._next_backlog()
 
     def _on_success(self) -> None:
         self.mem.consecutive_failures = 0
@@ -297,9 +318,9 @@ class JobRunner:
         policy = self.cfg.on_error
         if policy is OnError.BACKOFF:
             now = self.ctx.clock.now()
-            skips = min(2 ** min(k - 1, 30), self._runs_per_day(now))
+            skips = min(2 ** min(k - 1, 30), runpolicy.runs_per_day(self.cfg.schedule, now))
             self.mem.skips_left = skips
-            self._backoff_next = self._nth_run_after(now, skips)
+            self._backoff_next = runpolicy.nth_run_after(self.cfg.schedule, now, skips)
             logfmt.info("backing off", job=self.cfg.name, run=record.run, failures=k, skips=skips,
                         next=iso(self._backoff_next))
         elif policy is OnError.STOP and k >= self.cfg.max_failures:
@@ -307,36 +328,6 @@ class JobRunner:
             self.mem.next_run = None
             logfmt.warning("job stopped after repeated failures; `ku resume` re-enables it", job=self.cfg.name,
                            run=record.run, failures=k)
-
-    def _runs_per_day(self, now: datetime) -> int:
-        runs = self.cfg.schedule.runs_after(now, 2)
-        if len(runs) < 2:
-            return 1
-        # Timestamps: subtracting two datetimes of one zone ignores their offsets (a fall-back repeat's
-        # 01:00 EST - 01:00 EDT would be 0 s, not 3600 s).
-        gap = max(1.0, runs[1].timestamp() - runs[0].timestamp())
-        return max(1, int(86400 // gap))
-
-    def _nth_run_after(self, now: datetime, skips: int) -> datetime | None:
-        """The first scheduled run after ``skips`` skipped ones."""
-        sched = self.cfg.schedule
-        exact = min(skips, EXACT_SKIP_LIMIT)
-        runs = sched.runs_after(now, exact + 1)
-        if not runs:
-            return None
-        if skips <= exact:
-            return runs[-1] if len(runs) == exact + 1 else None
-        gap = (runs[-1].timestamp() - runs[0].timestamp()) / max(1, exact)
-        return sched.next_after(shifted(runs[-1], gap * (skips - exact - 1)))
-
-    def note_notification(self, record: RunRecord, entry: dict[str, Any], **outcome: Any) -> None:
-        """A notification this run caused was queued (``entry`` is new) or has an outcome: the record is
-        this runner's, so others report here rather than editing it."""
-        if not outcome:
-            record.notifications.append(entry)
-        else:
-            entry.update(outcome)
-        self.ctx.changed(self.cfg.name)
 
     # ----- reporting ---------------------------------------------------------------------------
     def next_run(self) -> datetime | None:
@@ -375,6 +366,9 @@ class JobRunner:
             "skipped": self.mem.skipped,
             "runs": self.mem.runs,
             "file": self.cfg.source or self.ctx.config_file,
+            # A run waiting for a free slot (max_running) leaves the state alone: kagaya knows only five.
+            "queued_since": min((r.queued or "" for r, _, _ in self.waiting.values()), default=None) or None,
+            "retry_at": min((iso(t.when) or "" for _, t in self.retrying.values()), default=None) or None,
         }
 
     # ----- config changes ----------------------------------------------------------------------
@@ -393,7 +387,7 @@ class JobRunner:
         """The job's config changed on reload: keep its state, take the new schedule."""
         self.cfg = cfg
         if self.mem.skips_left:
-            self._backoff_next = self._nth_run_after(self.ctx.clock.now(), self.mem.skips_left)
+            self._backoff_next = runpolicy.nth_run_after(self.cfg.schedule, self.ctx.clock.now(), self.mem.skips_left)
         self._schedule_after(self.ctx.clock.now())
         self._settle("config changed")
 
@@ -405,6 +399,7 @@ class JobRunner:
                 timer.cancel()
         self._next_timer = self._unpause_timer = None
         self.next_scheduled = None
+        self.drop_pending()
 
 
 def close_interrupted(mem: JobMemory, record: RunRecord, description: str, ended: datetime, keep: int) -> None:

@@ -55,6 +55,7 @@ class Scheduler:
         on_error: Callable[[Timer, BaseException], None] | None = None,
         on_jump: Callable[[float], None] | None = None,
         on_step_back: Callable[[float], None] | None = None,
+        on_earlier: Callable[[], None] | None = None,
     ):
         self.clock = clock
         self._heap: list[Timer] = []
@@ -62,6 +63,9 @@ class Scheduler:
         self._on_error = on_error
         self._on_jump = on_jump
         self._on_step_back = on_step_back
+        # Called when a timer added from outside the loop (a retry, a timed pause, a queue deadline) is
+        # due before the instant the loop sleeps towards: the loop must wake and sleep less.
+        self._on_earlier = on_earlier
         self._last_wall: datetime | None = None
         self._last_mono = 0.0
 
@@ -70,6 +74,8 @@ class Scheduler:
         # ignoring fold, so a repeated hour's second pass would sort with its first.
         timer = Timer(when.astimezone(timezone.utc), next(self._seq), callback, label)
         heapq.heappush(self._heap, timer)
+        if self._on_earlier is not None and self._heap[0] is timer:
+            self._on_earlier()
         return timer
 
     def purge(self) -> None:

@@ -174,7 +174,7 @@ class Control:
 
     def _wait(self, runner: JobRunner, run: int) -> RunRecord:
         name = runner.cfg.name
-        if run in runner.active:
+        if runner.pending(run):
             return self.waiters.until_finished(name, run)
         for record in reversed(runner.mem.history):
             if record.run == run:

@@ -27,6 +27,7 @@ import gevent.lock
 from koku import __version__
 
 from koku.core import logfmt
+from koku.core.admission import Admission
 from koku.core.clock import Clock
 from koku.core.config import Config, load_config
 from koku.daemon import reload
@@ -81,7 +82,8 @@ class Daemon:
         self.saver = StateSaver(self.store, lambda: self.memory, self.clock)
         self.forgetting = Forgetting(lambda: self.memory, paths.log_dir, self.clock, self.saver.changed)
         self.scheduler = Scheduler(self.clock, on_error=self._timer_failed, on_jump=self._clock_jumped,
-                                   on_step_back=self._clock_stepped_back)
+                                   on_step_back=self._clock_stepped_back,
+                                   on_earlier=lambda: self._wake_scheduler.set())
         self.started_at: datetime | None = None
         self._stop = gevent.event.Event()
         self._wake_main = gevent.event.Event()
@@ -146,7 +148,8 @@ class Daemon:
                                    lambda name: self.runners.get(name) or self.retired.get(name))
         # One context shared by every runner (10,000 jobs must not mean 10,000 copies).
         self.context = Context(clock=self.clock, scheduler=self.scheduler, daemon=self.config.daemon,
-                               executor=self.executor, changed=self.saver.changed, rng=random.Random(),
+                               executor=self.executor, changed=self.saver.changed,
+                               admission=Admission(self.config.daemon.max_running), rng=random.Random(),
                                run_ended=self._run_ended, config_file=str(self.config_path), events=self.alerts)
         group = self.config.daemon.socket_group if os.geteuid() == 0 else None
         self.server = ControlServer(self.paths.socket, self.control.handle, group, self.clock,
@@ -365,6 +368,9 @@ class Daemon:
         if sched is not None:
             sched.unlink(self._greenlet_died)
             sched.kill()
+        for runner in self.all_runners():
+            # Runs waiting for a slot or a retry must not start while the others are let finish.
+            runner.drop_pending(shutdown=True)
         running = self.executor.running()
         if running and not self._stop_now:
             grace = self.config.daemon.shutdown_grace

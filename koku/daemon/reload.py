@@ -79,6 +79,7 @@ def apply(d: Daemon, plan: Plan) -> str:
     assert old is not None
     d.config = plan.new
     d.context.daemon = plan.new.daemon
+    d.context.admission.set_limit(plan.new.daemon.max_running)
     for warning in plan.new.warnings:
         logfmt.warning(warning)
     for name in plan.removed:

@@ -26,6 +26,19 @@ class OnError(str, Enum):
     STOP = "stop"
 
 
+class CatchUp(str, Enum):
+    """What to do at start about runs missed while the daemon was down (``true`` = once, ``false`` = skip)."""
+
+    SKIP = "skip"
+    ONCE = "once"
+    ALL = "all"
+
+
+class JitterMode(str, Enum):
+    RANDOM = "random"  # a new delay in [0, jitter) before each run
+    HASH = "hash"  # one fixed delay per job and host (systemd's FixedRandomDelay, Jenkins' H)
+
+
 class FrozenEnv(Mapping[str, str]):
     """A read-only, hashable mapping: keeps ``JobConfig`` immutable and hashable."""
 
@@ -70,7 +83,13 @@ class JobConfig:
     tz: str | None = None
     jitter: float = 0.0
     max_failures: int = 3
-    catch_up: bool = False
+    catch_up: CatchUp = CatchUp.SKIP
+    catch_up_limit: int = 100  # with catch_up = "all": at most this many missed runs
+    jitter_mode: JitterMode = JitterMode.RANDOM
+    retries: int = 0  # a failed run is tried again this many times within its slot
+    retry_delay: float = 30.0  # seconds before the first retry; doubled for each further one
+    max_running: int | None = None  # overlap = true: at most this many runs of the job at once
+    start_deadline: float | None = None  # seconds: a run that cannot start this long after its slot is skipped
     description: str = ""
     user: str | None = None  # run as this user (root daemon only); see koku.core.config.identity
     group: str | None = None
@@ -82,6 +101,10 @@ class JobConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "on_error", OnError(self.on_error))
+        if isinstance(self.catch_up, bool):
+            object.__setattr__(self, "catch_up", CatchUp.ONCE if self.catch_up else CatchUp.SKIP)
+        object.__setattr__(self, "catch_up", CatchUp(self.catch_up))
+        object.__setattr__(self, "jitter_mode", JitterMode(self.jitter_mode))
         if not isinstance(self.env, FrozenEnv):
             object.__setattr__(self, "env", FrozenEnv(self.env))
         if self.schedule is None:
@@ -99,6 +122,7 @@ class DaemonConfig:
     kill_grace: float = 10.0
     shutdown_grace: float = 30.0
     socket_group: str | None = None
+    max_running: int | None = None  # runs at once across all jobs; more wait in order of their slot
     include: tuple[str, ...] = ()  # drop-in file globs, relative to the main config's dir
     metrics_listen: str | None = None  # "HOST:PORT" for /metrics
     metrics_file: str | None = None  # Prometheus textfile, rewritten after every run

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from koku.core import notifyconf
 from koku.core.config import identity
-from koku.core.config.model import NAME_MAX, FrozenEnv, OnError
+from koku.core.config.model import NAME_MAX, CatchUp, FrozenEnv, JitterMode, OnError
 from koku.core.durations import parse_duration
 from koku.core.schedule import ScheduleError, resolve_zone
 from koku.errors import BadValue
@@ -155,12 +155,30 @@ def _env(key: str, value: object) -> FrozenEnv:
     return FrozenEnv(value)
 
 
+def _catch_up(key: str, value: object) -> CatchUp:
+    if isinstance(value, bool):
+        return CatchUp.ONCE if value else CatchUp.SKIP
+    if not isinstance(value, str) or value not in CatchUp._value2member_map_:
+        raise _Bad(f'key "{key}" must be "skip", "once" or "all" (true means "once", false "skip"), got '
+                   f"{_show(value)}" + (_suggest(value, CatchUp._value2member_map_) if isinstance(value, str) else ""))
+    return CatchUp(value)
+
+
+def _jitter_mode(key: str, value: object) -> JitterMode:
+    if not isinstance(value, str) or value not in JitterMode._value2member_map_:
+        raise _Bad(f'key "{key}" must be "random" or "hash", got {_show(value)}')
+    return JitterMode(value)
+
+
 _Converter = Callable[[str, Any], Any]
 
 JOB_FIELDS: dict[str, _Converter] = {
     "name": _name, "cron": _string, "command": _string, "dir": _string, "on_error": _on_error,
     "overlap": _boolean, "timeout": partial(_duration, positive=True), "env": _env, "tz": _zone,
-    "jitter": _duration, "max_failures": partial(_integer, minimum=1), "catch_up": _boolean,
+    "jitter": _duration, "max_failures": partial(_integer, minimum=1), "catch_up": _catch_up,
+    "catch_up_limit": partial(_integer, minimum=1), "jitter_mode": _jitter_mode,
+    "retries": partial(_integer, minimum=0), "retry_delay": partial(_duration, positive=True),
+    "max_running": partial(_integer, minimum=1), "start_deadline": partial(_duration, positive=True),
     "description": partial(_string, blank_ok=True), "user": identity.check_user, "group": identity.check_group,
     "nice": identity.check_nice, "umask": identity.check_umask, **notifyconf.JOB_FIELDS,
 }
@@ -180,7 +198,8 @@ def _patterns(key: str, value: object) -> tuple[str, ...]:
 DAEMON_FIELDS: dict[str, _Converter] = {
     "shell": _string, "history": partial(_integer, minimum=1), "log_max_bytes": _size,
     "log_keep": partial(_integer, minimum=0), "kill_grace": _duration, "shutdown_grace": _duration,
-    "forget_removed_after": _duration, "socket_group": _string, "include": _patterns, **notifyconf.DAEMON_FIELDS,
+    "forget_removed_after": _duration, "socket_group": _string, "max_running": partial(_integer, minimum=1),
+    "include": _patterns, **notifyconf.DAEMON_FIELDS,
 }
 JOB_KEYS = tuple(JOB_FIELDS)
 DAEMON_KEYS = tuple(DAEMON_FIELDS)
