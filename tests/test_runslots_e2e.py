@@ -51,7 +51,7 @@ max_running = 1
 [[job]]
 name = "hog"
 cron = "@reboot"
-command = "sleep 3; date +%s.%N > {out}/hog-end"
+command = "sleep 6; date +%s.%N > {out}/hog-end"
 
 [[job]]
 name = "next"
@@ -65,7 +65,7 @@ start_deadline = "1s"
 command = "true"
 ''')
     kenv.start()
-    status = wait_for(lambda: (s := kenv.status("next"))["queued_since"] and s, timeout=10)
+    status = wait_for(lambda: (s := kenv.status("next"))["queued_since"] and s, timeout=30)
     assert status["state"] == "idle"  # kagaya's five states only: waiting is a field, not a state
     assert kenv.status("hog")["state"] == "running"
     wait_for(lambda: (out / "next-start").exists(), timeout=20, what="the queued run started")
@@ -121,4 +121,4 @@ command = "true"
     kenv.start()
     wait_for(lambda: len(delays()) >= 3, timeout=20)
     for delay in delays():
-        assert expected - 0.05 <= delay <= expected + 0.5, (delays(), expected)
+        assert expected - 0.05 <= delay <= expected + 1.5, (delays(), expected)  # start latency on a loaded box
