@@ -152,7 +152,7 @@ class JobRunner(RunSlots):
         """Compute the next run from the clock's time now (backoff's first run too)."""
         now = self.ctx.clock.now()
         if self.mem.skips_left:
-            self._backoff_next = self._nth_run_after(now, self.mem.skips_left)
+            self._backoff_next = runpolicy.nth_run_after(self.cfg.schedule, now, self.mem.skips_left)
         self._schedule_after(now)
 
     def clock_stepped_back(self, seconds: float) -> bool:
