@@ -70,10 +70,11 @@ command = "true"
     assert kenv.status("hog")["state"] == "running"
     wait_for(lambda: (out / "next-start").exists(), timeout=20, what="the queued run started")
     assert float((out / "next-start").read_text()) >= float((out / "hog-end").read_text())
-    skipped = wait_for(lambda: [r for r in history(kenv, "tick") if r["outcome"] == "skipped"], timeout=10)
-    assert skipped[0]["description"].startswith("skipped: waited ") and "past start_deadline 1s" in \
-        skipped[0]["description"]
-    assert kenv.status("tick")["last_outcome"] is not None or skipped  # it ran after the queue drained
+    # (On a loaded box a tick timer may also fire over 1 s late: that skip has its own reason.)
+    waited = wait_for(lambda: [r for r in history(kenv, "tick") if r["outcome"] == "skipped"
+                               and r["description"].startswith("skipped: waited ")], timeout=10)
+    assert "for a free slot (max_running), past start_deadline 1s" in waited[0]["description"]
+    assert waited[0]["queued"] is not None
     wait_for(lambda: any(r["outcome"] == "success" for r in history(kenv, "tick")), timeout=15)
 
 
