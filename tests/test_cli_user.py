@@ -357,3 +357,12 @@ _ku
     write(kenv, [{"name": n, "cron": "@yearly", "command": "true"} for n in ("backup", "cleanup")])
     kenv.start()
     assert complete("ku log ") == ["backup", "cleanup"]
+
+
+def test_run_wait_on_a_terminal_ends_output_without_newline_before_its_closing_line(kenv):
+    from test_status import run_in_pty
+
+    write(kenv, [{"name": "px", "cron": "@yearly", "command": "printf x"}])
+    kenv.start()
+    assert run_in_pty(kenv, "run", "px", "--wait") == "x\n"  # then "px run 1: exit status 0" on stderr
+    assert kenv.ku("run", "px", "--wait").stdout == "x"  # into a pipe: the bytes as the job wrote them

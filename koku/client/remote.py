@@ -61,10 +61,13 @@ def cmd_run(args: dict[str, Any]) -> int:
 def _run_and_follow(name: str) -> int:
     """``ku run --wait``: start a run and print its output (its own, not other runs') as it comes."""
     run: list[int] = []
+    ends_line = [True]
 
     def output(text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        if text:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            ends_line[0] = text.endswith("\n")
 
     def skipped(nbytes: int) -> None:
         sys.stdout.flush()
@@ -80,6 +83,8 @@ def _run_and_follow(name: str) -> int:
         print(f"\nkoku: stopped waiting; {name} run {run[0]} goes on in the daemon.\n"
               f"  follow it: ku log {name} -f\n  stop it:   ku cancel {name}", file=sys.stderr)
         return 130
+    if not ends_line[0] and sys.stdout.isatty():
+        print()  # `printf x` on a terminal: the closing line must not stick to the output
     print(f"{name} run {record['run']}: {record.get('description')}", file=sys.stderr)
     return _exit_code_of(record)
 
