@@ -270,3 +270,15 @@ def test_hash_jitter_is_stable_across_restarts_and_spread_across_hosts_and_jobs(
     across_hosts = {round(hash_delay("backup", 600, f"host{i}")) for i in range(20)}
     assert len(across_hosts) > 15 and all(0 <= d < 600 for d in across_hosts)
     assert hash_delay("backup", 600, "h") != hash_delay("restore", 600, "h")
+
+
+def test_the_scheduler_says_when_a_timer_added_from_outside_is_due_before_its_next_wake():
+    clock = FakeClock(T0)
+    woken: list[str] = []
+    sched = Scheduler(clock, on_earlier=lambda: woken.append("wake"))
+    sched.add(T0 + timedelta(hours=1), lambda: None, "later")
+    assert woken == ["wake"]  # the first timer is the earliest
+    sched.add(T0 + timedelta(hours=2), lambda: None, "even later")
+    assert woken == ["wake"]
+    sched.add(T0 + timedelta(seconds=5), lambda: None, "retry")
+    assert woken == ["wake", "wake"]

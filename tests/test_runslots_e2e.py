@@ -123,3 +123,13 @@ command = "true"
     wait_for(lambda: len(delays()) >= 3, timeout=20)
     for delay in delays():
         assert expected - 0.05 <= delay <= expected + 1.5, (delays(), expected)  # start latency on a loaded box
+
+
+def test_a_timed_pause_ends_on_time_although_the_next_run_is_far_away(kenv):
+    # The scheduler sleeps towards its earliest timer in chunks of up to a minute; a timer added from a
+    # request (the pause's end, like a retry) must wake it, or the pause lasted up to a minute longer.
+    kenv.write_config('[[job]]\nname = "far"\ncron = "@yearly"\ncommand = "true"\n')
+    kenv.start()
+    assert kenv.ku("pause", "far", "--for", "2s").returncode == 0
+    assert kenv.status("far")["state"] == "paused"
+    wait_for(lambda: kenv.status("far")["state"] == "idle", timeout=12, what="the pause ended")
