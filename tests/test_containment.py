@@ -131,8 +131,8 @@ def test_daemon_stop_leaves_nothing_of_any_job_alive(kenv, kind: str) -> None:
     daemon = kenv.daemon_pid()
     assert kenv.ku("daemon", "stop", timeout=60).returncode == 0
     assert daemon is not None and not alive(daemon)
-    survivors = {name: pid for name, pid in pids.items() if not gone(pid)}
-    assert survivors == {}
+    survivors = lambda: {name: pid for name, pid in pids.items() if not gone(pid)}  # noqa: E731
+    wait_for(lambda: survivors() == {}, 2, what="every process of every job to be gone")
 
 
 @pytest.mark.e2e

@@ -43,6 +43,8 @@ def test_this_process_and_its_environment() -> None:
     try:
         assert procinfo.environ_has(child.pid, {b"KOKU_JOB": b"a b", b"KOKU_RUN_ID": b"7"})
         assert not procinfo.environ_has(child.pid, {b"KOKU_RUN_ID": b"70"})
+        assert not procinfo.environ_has(child.pid, {b"KOKU_RUN_ID": b"7"}, absent=(b"KOKU_JOB",))
+        assert procinfo.environ_has(child.pid, {b"KOKU_RUN_ID": b"7"}, absent=(b"KOKU_NOTIFIER",))
         assert procinfo.pid_alive(child.pid)
     finally:
         child.communicate(b"")

@@ -101,13 +101,16 @@ def descendants(table: Mapping[int, Proc], roots: Iterable[int]) -> set[int]:
     return found
 
 
-def environ_has(pid: int, wanted: Mapping[bytes, bytes]) -> bool:
-    """Whether the environment ``pid`` was exec'd with has every ``wanted`` NAME=value (False if it
-    cannot be read: another user's process, or gone)."""
+def environ_has(pid: int, wanted: Mapping[bytes, bytes], absent: Iterable[bytes] = ()) -> bool:
+    """Whether the environment ``pid`` was exec'd with has every ``wanted`` NAME=value and none of the
+    ``absent`` names (False if it cannot be read: another user's process, or gone)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
             data = f.read()
     except OSError:
         return False
-    entries = set(data.split(b"\0"))
-    return all(name + b"=" + value in entries for name, value in wanted.items())
+    entries = data.split(b"\0")
+    if any(entry.startswith(name + b"=") for name in absent for entry in entries):
+        return False
+    present = set(entries)
+    return all(name + b"=" + value in present for name, value in wanted.items())

@@ -385,9 +385,10 @@ class Daemon:
         deadline = self.clock.monotonic() + self.config.daemon.kill_grace + 5
         for run in self.executor.running():
             self.clock.wait(run, max(0.0, deadline - self.clock.monotonic()))
-        # What runs left behind after a normal exit dies with the daemon: nothing of a job outlives it.
-        self.containment.stop(self.clock, 0 if self._stop_now else self.config.daemon.kill_grace)
         self.alerts.close(NOTIFY_GRACE)  # before the last save: it records what was delivered
+        # What runs left behind after a normal exit dies with the daemon: nothing of a job outlives it.
+        # After the alerts: in the subreaper kind this kills every descendant, notifier commands too.
+        self.containment.stop(self.clock, 0 if self._stop_now else self.config.daemon.kill_grace)
         self.metrics.close()
         saver = self._greenlets.pop("saver", None)
         if saver is not None:

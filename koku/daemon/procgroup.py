@@ -8,8 +8,8 @@ group forces one; auto takes the first that works):
 - ``subreaper``: the daemon is a child subreaper (prctl PR_SET_CHILD_SUBREAPER), so a descendant that
   setsid()s away and loses its parent is re-parented to the daemon instead of init. A run's processes
   are its process group, everything below its leader or its group in the parent tree, and orphans
-  re-parented to the daemon whose environment names the run (KOKU_JOB, KOKU_RUN_ID), plus whatever
-  was found that way before. Only the daemon's descendants are ever signalled (a pid seen once may
+  re-parented to the daemon whose environment names the run (KOKU_JOB, KOKU_RUN_ID; not the run's
+  notifier commands, which carry them too, with KOKU_NOTIFIER), plus whatever was found that way before. Only the daemon's descendants are ever signalled (a pid seen once may
   have been reused since). A process that both escapes and clears its environment is caught only
   at daemon stop, which kills every descendant of the daemon.
 - ``group``: the process group only (ProcessRun's default outside the daemon).
@@ -141,7 +141,7 @@ class SubreaperCage(Cage):
         leaders = self._containment.leaders
         roots = {p for p in mine if table[p].pgrp == self.leader or p in self._seen or p == self.leader}
         roots |= {p for p in mine if table[p].ppid == me and p not in leaders and p not in roots
-                  and procinfo.environ_has(p, self._env)}
+                  and procinfo.environ_has(p, self._env, absent=(b"KOKU_NOTIFIER",))}
         members = (roots | procinfo.descendants(table, roots)) & mine
         self._seen = {p for p in members if table[p].live}
         return sorted(self._seen)
@@ -218,9 +218,12 @@ class SubreaperContainment(Containment):
             if not in_threadpool(self._descendants):
                 return
             clock.sleep(0.05)
-        for pid in in_threadpool(self._descendants):
-            kill_pid(pid, signal.SIGKILL)
-        self.reap_orphans()
+        deadline = clock.monotonic() + 2.0
+        while (left := in_threadpool(self._descendants)) and clock.monotonic() < deadline:
+            for pid in left:  # again each time: one may have forked before its KILL
+                kill_pid(pid, signal.SIGKILL)
+            clock.sleep(0.02)
+            self.reap_orphans()
 
 
 def setup(mode: str) -> Containment:
