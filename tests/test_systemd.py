@@ -101,7 +101,8 @@ def test_exec_start_starts_a_daemon_that_ku_status_reaches_through_the_profile(k
         assert daemon.poll() is None, daemon.stderr.read()
         res = login_shell(f"{ku} daemon status")
         assert res.returncode == 0, res.stderr
-        assert f"config:   {root}/etc/koku/config.toml" in res.stdout, res.stdout
+        fields = dict(line.split(None, 1) for line in res.stdout.splitlines() if line.strip())
+        assert fields["config:"].strip() == f"{root}/etc/koku/config.toml", res.stdout
         assert str(state_dir / "daemon.sock") in res.stdout
         status = login_shell(f"{ku} status")
         assert status.returncode == 0 and "backup" in status.stdout, status.stderr
