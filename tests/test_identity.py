@@ -115,6 +115,7 @@ def test_job_runs_as_the_user_with_its_groups_home_and_environment(kenv, account
     assert (written.st_uid, written.st_gid) == (entry.pw_uid, entry.pw_gid)
     assert written.st_mode & 0o777 == 0o640  # 0666 & ~027
     assert (kenv.work / "root-id").read_text().strip() == "0"  # other jobs stay root
+    assert kenv.status("as-user")["user"] == entry.pw_name and kenv.status("as-root")["user"] is None
     log = kenv.state / "logs" / "as-user.log"
     assert (log.stat().st_uid, log.stat().st_gid) == (0, 0)  # koku's own files stay root's
     assert (kenv.state / "state.json").stat().st_uid == 0

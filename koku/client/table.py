@@ -118,6 +118,7 @@ def job_details(job: dict[str, Any]) -> str:
         ("command", job.get("command")),
         ("description", job.get("description") or None),
         ("file", job.get("file")),
+        ("user", job.get("user")),
         ("on_error", job.get("on_error")),
         ("pid", ", ".join(str(p) for p in job.get("pids") or []) or None),
         ("running since", local_time(job.get("running_since")) if job.get("running_since") else None),

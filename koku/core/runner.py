@@ -366,6 +366,7 @@ class JobRunner(RunSlots):
             "skipped": self.mem.skipped,
             "runs": self.mem.runs,
             "file": self.cfg.source or self.ctx.config_file,
+            "user": self.cfg.user,  # null: the daemon's own user
             # A run waiting for a free slot (max_running) leaves the state alone: kagaya knows only five.
             "queued_since": min((r.queued or "" for r, _, _ in self.waiting.values()), default=None) or None,
             "retry_at": min((iso(t.when) or "" for _, t in self.retrying.values()), default=None) or None,
