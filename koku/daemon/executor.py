@@ -167,7 +167,8 @@ class ProcessExecutor:
         key = (name, record.run)
         log = self._acquire_log(name)
         try:
-            log.write_line(f"--- {record.started} run={record.run} {record.trigger} started: {runner.cfg.command}")
+            attempt = f" attempt={len(record.attempts) + 1}" if record.attempts else ""  # a retry (retries)
+            log.write_line(f"--- {record.started} run={record.run}{attempt} {record.trigger} started: {runner.cfg.command}")
             proc = ProcessRun(
                 runner.cfg.command,
                 shell=cfg.shell,
