@@ -102,7 +102,7 @@ def test_server_that_never_answers_is_given_up_and_runs_go_on(kenv, hook):
     wait_for(lambda: "notification given up" in kenv.daemon_log(), 20, what="the delivery given up")
     assert len(hook.received) == 2  # the first attempt and one retry
     line = next(l for l in kenv.daemon_log().splitlines() if "notification given up" in l)
-    assert "notifier=dead" in line and "timed out" in line or "no answer" in line, line
+    assert "notifier=dead" in line and ("timed out" in line or "no answer" in line), line
     # runs went on every second while the notifier hung
     count = len(out.read_text().split())
     time.sleep(2.5)
