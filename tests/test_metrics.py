@@ -147,8 +147,10 @@ def test_metrics_file_is_replaced_atomically_after_runs(kenv):
     assert partial == []
     assert len(seen_inodes) >= 3  # a new file (inode) each time, renamed over the old one
     assert counts == sorted(counts) and counts[-1] >= 3
-    assert not [p for p in kenv.work.iterdir() if p.name.endswith(".tmp")]
     assert oct(path.stat().st_mode & 0o777) == "0o644"
+    # a write may be under way right now; once the daemon has stopped, no temp file may be left
+    assert kenv.ku("daemon", "stop").returncode == 0
+    assert not [p for p in kenv.work.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_daemon_without_alerts_does_not_load_the_senders(kenv):

@@ -37,6 +37,7 @@ from koku.core.runner import JobRunner
 from koku.core.stats import RunStats, unix
 
 CHUNK = 500  # jobs read per turn of the hub
+WRITER_JOIN = 5.0  # seconds the metrics file writer gets to finish at shutdown
 STATES = [s.value for s in JobState]
 
 
@@ -139,6 +140,7 @@ class Metrics:
         self._file_dirty = gevent.event.Event()
         self._writer: gevent.Greenlet | None = None
         self._file: Callable[[], str | None] = lambda: None
+        self._closing = False
 
     def snapshot(self) -> Snapshot:
         rows: list[JobRow] = []
@@ -191,7 +193,7 @@ class Metrics:
 
     def _file_loop(self) -> None:
         failing = False
-        while True:
+        while not self._closing:
             self.clock.wait(self._file_dirty, None)
             self._file_dirty.clear()
             path = self._file()
@@ -213,8 +215,13 @@ class Metrics:
 
     def close(self) -> None:
         if self._writer is not None:
+            # One last write, and joined rather than killed: a write killed mid-way would leave its
+            # temp file behind when the process exits.
             self._writer.unlink(self._writer_died)
-            self._writer.kill(block=False)
+            self._closing = True
+            self._file_dirty.set()
+            if not self.clock.wait(self._writer, WRITER_JOIN):
+                self._writer.kill(block=False)
         if self.server is not None:
             self.server.close()  # stops listening; in-flight scrapes finish on their own
 
