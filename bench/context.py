@@ -37,6 +37,9 @@ class Plan:
     cli_samples: int
     check_reps: int
     big_yacron_cap: float  # seconds yacron may take to start with the largest config
+    big_burst: int = 1000  # jobs due in the same second (hub.py)
+    lag_jobs: int = 10000  # jobs in the daemon whose loop lag is read during reloads and Status
+    huge_jobs: int = 100000  # jobs in the daemon timed from start until Ping
 
 
 FULL = Plan(quick=False, sizes=(10, 100, 1000, 10000), control_jobs=1000, idle_jobs=20, window=60.0,
@@ -44,7 +47,8 @@ FULL = Plan(quick=False, sizes=(10, 100, 1000, 10000), control_jobs=1000, idle_j
             clients=20, rtt_samples=50, cli_samples=7, check_reps=3, big_yacron_cap=240.0)
 QUICK = Plan(quick=True, sizes=(10, 100), control_jobs=100, idle_jobs=20, window=3.0, single_boundaries=1,
              burst=10, stability_jobs=10, stability_runs=100, throughput_seconds=1.0, clients=20,
-             rtt_samples=5, cli_samples=2, check_reps=1, big_yacron_cap=60.0)
+             rtt_samples=5, cli_samples=2, check_reps=1, big_yacron_cap=60.0, big_burst=50,
+             lag_jobs=500, huge_jobs=2000)
 
 
 class Ctx:

@@ -131,7 +131,7 @@ def _rows(figs: list[Figure], kinds: tuple[str, ...]) -> list[list[str]]:
             + [fmt_ratio(f), f.target or "", verdict(f)] for f in figs]
 
 
-ORDER = ("Idle", "Start latency", "Scale", "Control channel", "Stability")
+ORDER = ("Idle", "Start latency", "Scale", "Control channel", "Hub", "Stability")
 
 
 def _sections(results: Results) -> list[str]:

@@ -25,7 +25,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in bench/
 # Run as a script, bench/ is on sys.path but its parent is not; the modules import each other as bench.*.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import control, env, latency, load, procs, report  # noqa: E402
+from bench import control, env, hub, latency, load, procs, report  # noqa: E402
 from bench.context import FULL, QUICK, Ctx, Gaps  # noqa: E402
 from bench.daemons import YACRON_CHUNK  # noqa: E402
 from bench.workload import utc_now  # noqa: E402
@@ -73,6 +73,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--chart", action="store_true", help="draw results.png in --quick mode too")
     p.add_argument("--render", action="store_true",
                    help="only write results.md (and the chart) again from results.json in --out")
+    p.add_argument("--only", help="run only the gap tasks whose names start with these (comma-separated), "
+                                   "e.g. 'burst,loop lag'; no latency, idle or stability phases")
     p.add_argument("--tmp", default="/tmp", help="parent of the daemons' temp dir (short: socket paths < 108 bytes)")
     return p.parse_args(argv)
 
@@ -125,11 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     results.meta.update(date=utc_now().strftime("%Y-%m-%d %H:%M UTC"), mode="quick" if plan.quick else "full",
                         command="python3 bench/run.py" + (" --quick" if plan.quick else ""),
                         machine=env.machine(), versions=env.versions(tools, python))
-    gaps = Gaps(ctx, control.tasks(ctx) + (load.tasks(ctx) if plan.quick else []))
+    gaps = Gaps(ctx, control.tasks(ctx) + hub.tasks(ctx) + (load.tasks(ctx) if plan.quick else []))
+    if args.only:
+        wanted = tuple(w.strip() for w in args.only.split(","))
+        gaps.pending = type(gaps.pending)(t for t in gaps.pending if t.name.startswith(wanted))
     try:
-        latency.run(ctx, gaps)
+        if not args.only:
+            latency.run(ctx, gaps)
         gaps.drain()
-        if not plan.quick:
+        if not plan.quick and not args.only:
             load.idle_scale_stability(ctx)
         control.finalize(ctx)
     finally:

@@ -18,11 +18,11 @@ def test_a_crashed_scheduler_greenlet_is_restarted(tmp_path, monkeypatch):
     calls = []
     real_tick = daemon.scheduler.tick
 
-    def flaky_tick():
+    def flaky_tick(**kw):
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("boom")
-        return real_tick()
+        return real_tick(**kw)
 
     monkeypatch.setattr(daemon.scheduler, "tick", flaky_tick)
     runner = gevent.spawn(daemon.run)

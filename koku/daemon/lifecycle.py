@@ -34,9 +34,12 @@ from koku.daemon import reload
 from koku.daemon.alerting import NOTIFY_GRACE, DaemonAlerts
 from koku.daemon.metrics_setup import MetricsSetup
 from koku.errors import ConfigError
-from koku.daemon.clock import GeventClock
+from koku.daemon.clock import GeventClock, Pacer, let_loop_run
 from koku.daemon.executor import ProcessExecutor
 from koku.daemon.control import Control
+from koku.daemon import lagprobe
+from koku.daemon.starter import StartQueue
+from koku.daemon.statuscache import StatusCache
 from koku.daemon.runs import RunWaiters
 from koku.core.model import JobMemory, RunRecord
 from koku.core.paths import StatePaths
@@ -50,7 +53,8 @@ from koku.core.scheduler import BACKWARD_KEEP, Scheduler
 from koku.daemon.server import ControlServer, connection_limit, raise_fd_limit
 from koku.core.state import StateStore
 
-LOOPS = ("scheduler", "saver", "housekeeper")  # the greenlets restarted when they die
+LOOPS = ("scheduler", "saver", "housekeeper", "starter")  # the greenlets restarted when they die
+TICK_BUDGET = 0.005  # seconds of due timers fired before the scheduler yields to the loop
 HOUSEKEEPING = 1.0  # seconds between looks at daemon.sock and daemon.pid (recreated when deleted)
 SAVER_JOIN = 30.0  # seconds shutdown waits for a state write in progress (a slow disk's fsync)
 
@@ -101,6 +105,9 @@ class Daemon:
         self._fd_limit = 1024
         self.executor: ProcessExecutor | None = None
         self.containment: procgroup.Containment = procgroup.Containment()
+        self.status_cache = StatusCache(self.clock)
+        self.runners_ready = gevent.event.Event()  # set once every configured job has its runner
+        self.lag_probe = lagprobe.LagProbe(self.clock) if lagprobe.enabled() else None
 
     # ----- start-up ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -144,20 +151,33 @@ class Daemon:
         self.executor = ProcessExecutor(self.clock, self.paths.log_dir, lambda: self.config,  # type: ignore[arg-type,return-value]
                                         runs=self.waiters, durable=self.saver.wait_durable,
                                         containment=self.containment)
+        self.starts = StartQueue(self.executor, self.clock)
         self.alerts = DaemonAlerts(self.clock, lambda: self.config,  # type: ignore[arg-type,return-value]
                                    lambda name: self.runners.get(name) or self.retired.get(name))
         # One context shared by every runner (10,000 jobs must not mean 10,000 copies).
         self.context = Context(clock=self.clock, scheduler=self.scheduler, daemon=self.config.daemon,
-                               executor=self.executor, changed=self.saver.changed,
+                               executor=self.starts, changed=self._job_changed,
                                admission=Admission(self.config.daemon.max_running), rng=random.Random(),
                                run_ended=self._run_ended, config_file=str(self.config_path), events=self.alerts)
         group = self.config.daemon.socket_group if os.geteuid() == 0 else None
         self.server = ControlServer(self.paths.socket, self.control.handle, group, self.clock,
                                     max_connections=connection_limit(self._fd_limit))
         self.server.start()
+        # The socket already answers while 100,000 runners are made (a few seconds): Ping and
+        # DaemonStatus at once, a request naming a job not made yet waits for the rest (Control._job).
+        pacer = Pacer(self.clock)
         for job in self.config.jobs:
+            pacer.pace()
             self._add_runner(job, startup=True)
+        self.runners_ready.set()
+        # What start-up built lives as long as the daemon: keep it out of the cyclic collector's full
+        # passes, which at 10,000 jobs held the loop for 50-100 ms at a time (a reload's garbage set one
+        # off). The price: a runner removed by a reload that sits in a reference cycle is never freed.
+        gc.freeze()
         self._spawn("scheduler", self._scheduler_loop)
+        self._spawn("starter", self.starts.loop)
+        if self.lag_probe is not None:
+            self._spawn("lagprobe", self.lag_probe.run)
         self._spawn("saver", self.saver.loop)
         self._spawn("housekeeper", self._housekeeping_loop)
         self.alerts.start()
@@ -170,13 +190,25 @@ class Daemon:
                     jobs=len(self.runners), socket=str(self.paths.socket), fds=self._fd_limit,
                     connections=self.server.max_connections, **self.containment.describe(),
                     clock_steps="timerfd" if self._unwatch_clock else "checked on each wake")
-        self._spawn_after("trim", 1.0, release_free_memory)
+        self._spawn_after("trim", 1.0, self._trim)
         self.saver.changed()
         try:
             self._main_loop()
         finally:
             self._shutdown()
         return 0
+
+    def _trim(self) -> None:
+        # In a thread: ctypes lets go of the GIL, and trimming a 200 MB heap takes a while.
+        gevent.get_hub().threadpool.apply(release_free_memory)
+
+    def _job_changed(self, name: str | None = None) -> None:
+        """A runner reports a change: its Status fragment is stale, its state must be saved."""
+        if name is None:
+            self.status_cache.clear()
+        else:
+            self.status_cache.discard(name)
+        self.saver.changed(name)
 
     def _add_runner(self, job: Any, startup: bool) -> None:
         self.install_runner(JobRunner(job, self.memory.get(job.name) or JobMemory(), self.context), startup)
@@ -208,7 +240,7 @@ class Daemon:
     def _restart(self, name: str) -> None:
         if not self._stop.is_set():
             self._spawn(name, {"scheduler": self._scheduler_loop, "saver": self.saver.loop,
-                               "housekeeper": self._housekeeping_loop}[name])
+                               "housekeeper": self._housekeeping_loop, "starter": self.starts.loop}[name])
 
     def _install_signals(self) -> None:
         gevent.signal_handler(signal.SIGTERM, self.request_stop)
@@ -244,9 +276,12 @@ class Daemon:
 
     def _scheduler_loop(self) -> None:
         while not self._stop.is_set():
-            delay = self.scheduler.tick()
+            delay = self.scheduler.tick(budget=TICK_BUDGET)
             self._wake_scheduler.clear()
-            self.clock.wait(self._wake_scheduler, delay)
+            if delay <= 0:
+                let_loop_run()  # more timers are due: serve the socket and the runs first, then go on
+            else:
+                self.clock.wait(self._wake_scheduler, delay)
 
     def _housekeeping_loop(self) -> None:
         while True:
@@ -295,6 +330,7 @@ class Daemon:
 
     def _clock_jumped(self, seconds: float) -> None:
         logfmt.warning("wall clock jumped", seconds=round(seconds, 1), now=iso(self.clock.now()))
+        self.status_cache.clear()  # next runs may move without a per-job change
 
     def _clock_stepped_back(self, seconds: float) -> None:
         moved = [r.cfg.name for r in self.runners.values() if r.clock_stepped_back(seconds)]
@@ -302,6 +338,7 @@ class Daemon:
                     "their next run" if seconds <= BACKWARD_KEEP else
                     "clock set back more than 3h: every job's next run computed from the new time",
                     seconds=round(seconds, 1), rescheduled=len(moved))
+        self.status_cache.clear()
 
     def _clock_was_set(self) -> None:
         # From the kernel (timerfd) or a fake clock: tick now rather than at the end of the current wait.
@@ -334,13 +371,14 @@ class Daemon:
             finally:
                 self._wake_scheduler.set()
                 self.saver.changed()
-        release_free_memory()
+        self._trim()
         return True, message
 
     def install_runner(self, runner: JobRunner, startup: bool) -> None:
         self.memory[runner.cfg.name] = runner.mem
         self.runners[runner.cfg.name] = runner
         self.forgetting.present(runner.cfg.name, runner.mem)
+        self.status_cache.discard(runner.cfg.name)  # a job removed earlier may come back under its name
         runner.activate(startup=startup)
         self._wake_scheduler.set()
 
@@ -356,7 +394,7 @@ class Daemon:
     def cancel_runs(self, runner: JobRunner) -> list[int]:
         """``ku cancel``: TERM every run of the job in flight, KILL after kill_grace; the runs it hit."""
         grace = self.config.daemon.kill_grace
-        return [run for run in sorted(runner.active) if self.executor.cancel(runner, run, grace, "ku cancel")]
+        return [run for run in sorted(runner.active) if self.starts.cancel(runner, run, grace, "ku cancel")]
 
     def all_runners(self) -> list[JobRunner]:
         return list(self.runners.values()) + list(self.retired.values())
@@ -364,10 +402,12 @@ class Daemon:
     def _shutdown(self) -> None:
         assert self.config is not None and self.executor is not None
         logfmt.info("daemon stopping")
-        sched = self._greenlets.pop("scheduler", None)
-        if sched is not None:
-            sched.unlink(self._greenlet_died)
-            sched.kill()
+        for name in ("scheduler", "starter"):
+            g = self._greenlets.pop(name, None)
+            if g is not None:
+                g.unlink(self._greenlet_died)
+                g.kill()
+        self.starts.cancel_queued()
         for runner in self.all_runners():
             # Runs waiting for a slot or a retry must not start while the others are let finish.
             runner.drop_pending(shutdown=True)
@@ -381,7 +421,7 @@ class Daemon:
                 self.clock.wait(self._wake_main, min(0.2, max(0.0, deadline - self.clock.monotonic())))
         for runner in self.all_runners():
             for run in list(runner.active):
-                self.executor.cancel(runner, run, 0 if self._stop_now else self.config.daemon.kill_grace)
+                self.starts.cancel(runner, run, 0 if self._stop_now else self.config.daemon.kill_grace)
         deadline = self.clock.monotonic() + self.config.daemon.kill_grace + 5
         for run in self.executor.running():
             self.clock.wait(run, max(0.0, deadline - self.clock.monotonic()))

@@ -19,6 +19,7 @@ from koku.core.config import Config, JobConfig, load_config
 from koku.core.model import JobMemory
 from koku.core.runner import Context, JobRunner
 from koku.core.scheduler import Scheduler
+from koku.daemon.clock import Pacer
 from koku.errors import ConfigError
 
 
@@ -62,7 +63,9 @@ def build(d: Daemon, new: Config) -> Plan:
     d.alerts.prepare(new)  # the senders' imports, before the swap rather than at the first alert
     wanted = {job.name for job in new.jobs}
     plan.removed = [name for name in d.runners if name not in wanted]
+    pacer = Pacer(d.clock)  # 10,000 comparisons must not hold the loop; only this reload changes runners
     for job in new.jobs:
+        pacer.pace()
         runner = d.runners.get(job.name)
         if runner is None:
             # Not yet in d.memory: a plan that is dropped must leave no trace.
@@ -82,11 +85,17 @@ def apply(d: Daemon, plan: Plan) -> str:
     d.context.admission.set_limit(plan.new.daemon.max_running)
     for warning in plan.new.warnings:
         logfmt.warning(warning)
+    # In slices with the loop served between (each job's next run is computed here): a Status meanwhile
+    # sees some jobs already swapped, never a job half-changed.
+    pacer = Pacer(d.clock)
     for name in plan.removed:
+        pacer.pace()
         d.retire_runner(name)
     for name, runner in plan.added.items():
+        pacer.pace()
         d.install_runner(runner, startup=False)
     for runner, job in plan.changed:
+        pacer.pace()
         runner.update(job)
     # Keep the config's order for `ku status`.
     d.runners = {job.name: d.runners[job.name] for job in plan.new.jobs}

@@ -266,6 +266,8 @@ class ControlServer:
 
 
 def _encode(reply: Any) -> bytes:
+    if isinstance(reply, bytes):
+        return reply  # already a whole message (the Status answer is assembled from cached pieces)
     try:
         return protocol.dumps(reply)
     except (TypeError, ValueError) as exc:  # a handler bug; the client still gets an answer
