@@ -133,18 +133,25 @@ def status_cli(ctx: Ctx, n: int) -> None:
     d.start()
     why = {"yacron": "no status command (its REST API is compared under Control channel)",
            "cron": "no status command"}
-    value = None
+    value = as_json = None
+    jwhy = dict(why)
     if d.ready(120):
         value, problem = _timed(ctx, ctx.tools.ku + ["status"], d, ctx.plan.cli_samples, 60)
         if problem:
             why["koku"] = problem
+        as_json, problem = _timed(ctx, ctx.tools.ku + ["status", "--json"], d, ctx.plan.cli_samples, 60)
+        if problem:
+            jwhy["koku"] = problem
     else:
-        why["koku"] = f"daemon not ready: {d.log_tail()}"
+        why["koku"] = jwhy["koku"] = f"daemon not ready: {d.log_tail()}"
     ctx.stop(d)
     big = n >= 10000
     ctx.results.add(f"scale.status.{n}", SCALE, f"{n:,} jobs: `ku status` command", "ms",
                     {"koku": None if value is None else value * 1000}, why,
-                    "< 300 ms" if big else None, below(300) if big else None)
+                    "< 200 ms" if big else None, below(200) if big else None)
+    ctx.results.add(f"scale.json.{n}", SCALE, f"{n:,} jobs: `ku status --json` command", "ms",
+                    {"koku": None if as_json is None else as_json * 1000}, jwhy,
+                    "< 150 ms" if big else None, below(150) if big else None)
 
 
 def koku_status_raw(path: Path) -> int:

@@ -46,9 +46,14 @@ def _window(ctx: Ctx, ds: list[Daemon], seconds: float) -> dict[str, tuple[float
     for d in ds:
         try:
             cpu = procs.cpu_seconds(d.pid) - before[d.label]
-            out[d.label] = (cpu * 60 / seconds, procs.rss_mib(d.pid) * 1.048576)
+            rss = procs.rss_mib(d.pid) * 1.048576
         except (OSError, KeyError):
-            pass
+            continue
+        try:
+            pss: float | None = procs.pss_mib(d.pid) * 1.048576
+        except OSError:
+            pss = None
+        out[d.label] = (cpu * 60 / seconds, rss, pss)
     return out
 
 
@@ -85,7 +90,7 @@ def idle_scale(ctx: Ctx, with_stability: bool = False) -> None:
     ctx.stop(*everyone)
 
     def value(d: Daemon, i: int) -> float | None:
-        return got[d.label][i] if d.label in got else None
+        return got[d.label][i] if d.label in got and len(got[d.label]) > i else None
 
     def why(ds: dict) -> dict[str, str]:
         out = {k.value: ctx.unavailable(k) for k in Kind if not ctx.tools.has(k)}
@@ -93,7 +98,9 @@ def idle_scale(ctx: Ctx, with_stability: bool = False) -> None:
         return out
 
     ctx.results.add("idle.rss", IDLE, f"{plan.idle_jobs} hourly jobs: RSS", "MB",
-                    {k.value: value(d, 1) for k, d in idle.items()}, why(idle), "≤ ½ of yacron", at_most_ratio(0.5))
+                    {k.value: value(d, 1) for k, d in idle.items()}, why(idle), "≤ 0.45× yacron", at_most_ratio(0.45))
+    ctx.results.add("idle.pss", IDLE, f"{plan.idle_jobs} hourly jobs: PSS", "MB",
+                    {k.value: value(d, 2) for k, d in idle.items()}, why(idle), "≤ 0.35× yacron", at_most_ratio(0.35))
     ctx.results.add("idle.cpu", IDLE, f"{plan.idle_jobs} hourly jobs: CPU, nothing due", "s/min",
                     {k.value: value(d, 0) for k, d in idle.items()}, why(idle), "< 0.05 s/min", below(0.05))
     for n in plan.sizes:
@@ -111,7 +118,7 @@ def idle_scale(ctx: Ctx, with_stability: bool = False) -> None:
     if big_thread is not None and big_yacron is not None:
         big_thread.join(plan.big_yacron_cap + plan.window + 60)
         ctx.stop(big_yacron)
-        if "cpu" in big_result:
+        if "cpu" in big_result:  # (cpu, rss, pss) from _window
             ctx.results.add(f"scale.rss.{big}", SCALE, f"{big:,} jobs: RSS", "MB", {"yacron": big_result["rss"]})
             ctx.results.add(f"scale.cpu.{big}", SCALE, f"{big:,} jobs: CPU, nothing due", "s/min",
                             {"yacron": big_result["cpu"]})
@@ -133,7 +140,7 @@ def _own_window(ctx: Ctx, d: Daemon, out: dict[str, Any]) -> None:
     time.sleep(3)
     got = _window(ctx, [d], ctx.plan.window)
     if d.label in got:
-        out["cpu"], out["rss"] = got[d.label]
+        out["cpu"], out["rss"] = got[d.label][:2]
     else:
         out["why"] = "exited during its window"
 
@@ -149,8 +156,8 @@ def _scale_series(ctx: Ctx) -> None:
     ctx.results.series["scale"] = series
 
 
-def _sample(d: Daemon) -> tuple[float, int]:
-    return procs.rss_mib(d.pid) * 1.048576, procs.open_fds(d.pid)
+def _sample(d: Daemon) -> tuple[float, int, float]:
+    return procs.rss_mib(d.pid) * 1.048576, procs.open_fds(d.pid), procs.cpu_seconds(d.pid)
 
 
 def _late_in_second() -> None:
@@ -171,20 +178,20 @@ def _track(ctx: Ctx, d: Daemon, count, total: int, deadline: float, out: dict) -
     while time.time() < deadline and procs.alive(d.pid):
         _late_in_second()
         try:
-            rss, fds = _sample(d)
+            rss, fds, cpu = _sample(d)
             done = count()
         except (OSError, ValueError):
             continue
         samples.append([round(time.time(), 1), done, round(rss, 2), fds])
         for mark, at in marks.items():
             if mark not in out and done >= at:
-                pending.setdefault(mark, []).append((rss, fds))
+                pending.setdefault(mark, []).append((rss, fds, cpu, done))
                 if len(pending[mark]) == 3 or mark == "100":
                     seen = pending.pop(mark)
-                    out[mark] = (seen[0][0], min(f for _, f in seen))
+                    out[mark] = (seen[0][0], min(s[1] for s in seen), seen[0][2], seen[0][3])
         if "100" in out:
             if pending:  # the run ended before a mark got its three samples
-                out.update({m: (v[0][0], min(f for _, f in v)) for m, v in pending.items()})
+                out.update({m: (v[0][0], min(s[1] for s in v), v[0][2], v[0][3]) for m, v in pending.items()})
             break
         time.sleep(0.5)
     out["runs"] = samples[-1][1] if samples else 0
@@ -260,6 +267,19 @@ def stability(ctx: Ctx) -> None:
         runs = total * int(mark) // 100
         ctx.results.add(f"stab.fds.{mark}", STABILITY, f"{label}: open fds after {runs:,} runs", "fds",
                         at(mark, 1), why)
+    def cpu_per_1000() -> dict[str, float | None]:
+        got: dict[str, float | None] = {}
+        for k, o in outs.items():
+            if "100" in o and "10" in o and o["100"][3] > o["10"][3]:
+                got[k] = (o["100"][2] - o["10"][2]) / ((o["100"][3] - o["10"][3]) / 1000)
+            else:
+                got[k] = None
+        return got
+
+    ctx.results.add("stab.cpu.per1000", STABILITY, f"{label}: daemon CPU per 1,000 runs ({total // 10:,} → "
+                    f"{total:,}; yacron's includes its HTTP start requests)", "s/1,000 runs", cpu_per_1000(), why,
+                    "< yacron's", lambda v: None if v.get("koku") is None or v.get("yacron") is None
+                    else v["koku"] < v["yacron"])
     ctx.results.add("stab.fds.growth", STABILITY, f"{label}: fd growth {total // 10:,} → {total:,} runs", "fds",
                     {k: (o["100"][1] - o["10"][1] if "100" in o and "10" in o else None) for k, o in outs.items()},
                     why, "≤ 0", lambda v: None if v["koku"] is None else v["koku"] <= 0)

@@ -35,6 +35,16 @@ def rss_mib(pid: int) -> float:
     raise OSError(f"no VmRSS for pid {pid}")
 
 
+def pss_mib(pid: int) -> float:
+    """Proportional set size of ``pid`` in MiB (Pss in smaps_rollup: shared pages divided among their
+    users). Raises OSError once it is gone or where the kernel has no smaps_rollup."""
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    raise OSError(f"no Pss for pid {pid}")
+
+
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 

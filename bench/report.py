@@ -13,7 +13,7 @@ from typing import Any, Callable
 KINDS = ("koku", "yacron", "cron")
 Values = dict[str, "float | None"]
 
-DECIMALS = {"KB": 1, "MB": 1, "s/min": 3, "ms": 1, "s": 2, "req/s": 0, "runs": 0, "fds": 0, "MB growth": 2}
+DECIMALS = {"s/1,000 runs": 2, "KB": 1, "MB": 1, "s/min": 3, "ms": 1, "s": 2, "req/s": 0, "runs": 0, "fds": 0, "MB growth": 2}
 
 
 @dataclass
@@ -139,7 +139,7 @@ def _sections(results: Results) -> list[str]:
     return [s for s in ORDER if s in present] + sorted(present - set(ORDER))
 
 
-SCALE_ORDER = ("rss", "cpu", "check", "status")
+SCALE_ORDER = ("rss", "cpu", "check", "status", "json")
 
 
 def _in_section(results: Results, section: str) -> list[Figure]:

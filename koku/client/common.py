@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from koku.client.api import Client
@@ -13,7 +14,13 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2  # 3, not running, is NotRunningError'
 
 
 def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
+    """A list prints one element per line (``ku status --json`` at 10,000 jobs: each line is one job for
+    grep, and C-speed: ``indent`` makes json use its pure-Python encoder, 4x slower); the rest indented."""
+    if isinstance(value, list) and value:
+        encode = json.JSONEncoder(ensure_ascii=False).encode
+        sys.stdout.write("[\n" + ",\n".join("  " + encode(item) for item in value) + "\n]\n")
+    else:
+        print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def int_option(args: dict[str, Any], key: str, minimum: int = 0) -> int:

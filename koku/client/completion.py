@@ -14,8 +14,9 @@ from koku.client.usage import Spec, parse
 GLOBAL_OPTIONS = ["-c", "--config", "--json", "-h", "--help"]  # the [options] every command takes
 # Values an option accepts, where the usage text lists them ("logfmt or json").
 _OR_LIST = re.compile(r":\s*([a-z]+(?:,\s*[a-z]+)*\s+or\s+[a-z]+)")
-# The job names of `ku status --json` (indent 2: list items, their keys at 4 spaces).
-_SED_NAMES = r"""sed -n 's/^    "name": "\(.*\)",$/\1/p'"""
+# The job names of `ku status --json`: one job per line, ``  {"name": "backup", ...}`` (name first;
+# job names never hold a quote or a backslash).
+_SED_NAMES = r"""sed -n 's/^  {"name": *"\([^"]*\)".*/\1/p'"""
 
 
 def _option_values(spec: Spec) -> dict[str, list[str]]:
@@ -168,7 +169,7 @@ def fish(spec: Spec) -> str:
            "# Install: ku completion fish > ~/.config/fish/completions/ku.fish", "",
            "function __ku_jobs",
            "    set -l prog (commandline -opc)[1]",
-           """    command $prog status --json 2>/dev/null | string match -r -g '^    "name": "(.*)",$'""",
+           """    command $prog status --json 2>/dev/null | string match -r -g '^  \\{"name": *"([^"]*)"'""",
            "end", ""]
     jobs = " ".join(c for c in spec.usage if _takes_job(spec, c))
     for prog in ("ku", "koku"):

@@ -8,8 +8,6 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Iterable
 
-from prettytable import PrettyTable, TableStyle
-
 from koku.core.durations import format_duration
 
 DASH = "\u2014"
@@ -34,7 +32,11 @@ def zoned_time(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S %z")[:-2] + ":" + dt.strftime("%z")[-2:]
 
 
-def _table(headers: list[str]) -> PrettyTable:
+def _table(headers: list[str]) -> Any:
+    # Imported here: prettytable and the wcwidth it loads cost `ku status` ~15 ms of start-up, and the
+    # status table does without them (_columns).
+    from prettytable import PrettyTable, TableStyle
+
     table = PrettyTable(headers)
     table.set_style(TableStyle.PLAIN_COLUMNS)
     table.align = "l"
@@ -43,7 +45,7 @@ def _table(headers: list[str]) -> PrettyTable:
     return table
 
 
-def _render(table: PrettyTable) -> str:
+def _render(table: Any) -> str:
     return "\n".join(line.rstrip() for line in table.get_string().splitlines())
 
 
@@ -93,8 +95,42 @@ def _paint(text: str, colour: str | None) -> str:
     return f"{colour}{text}{RESET}" if colour else text
 
 
+def _visible(cell: str) -> str | None:
+    """``cell`` without koku's colour codes if what is left is plain printable ASCII (or the dash), the
+    only text whose width is its length; else None."""
+    if "\x1b" in cell:
+        cell = cell.replace(RED, "").replace(YELLOW, "").replace(RESET, "")
+    plain = cell.replace(DASH, "-") if DASH in cell else cell
+    return cell if plain.isascii() and plain.isprintable() else None
+
+
+def _columns(headers: list[str], rows: list[list[str]]) -> str | None:
+    """What ``_render(_table(headers))`` prints for ``rows`` (left-aligned columns, two spaces apart,
+    trailing spaces cut), built directly: prettytable measures every cell with wcwidth, 0.5 s of
+    ``ku status`` at 10,000 jobs. None when a cell needs a real width measurement."""
+    if not rows:
+        return ""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            visible = _visible(cell)
+            if visible is None:
+                return None
+            if len(visible) > widths[i]:
+                widths[i] = len(visible)
+    lines = []
+    for row in [headers, *rows]:
+        parts = []
+        for i, cell in enumerate(row):
+            visible = cell if "\x1b" not in cell else _visible(cell) or cell
+            parts.append(cell + " " * (widths[i] - len(visible) + 2))
+        lines.append("".join(parts).rstrip())
+    return "\n".join(lines)
+
+
 def status_table(jobs: Iterable[dict[str, Any]], color: bool = False) -> str:
-    table = _table(["NAME", "STATE", "LAST RUN", "EXIT", "NEXT RUN"])
+    headers = ["NAME", "STATE", "LAST RUN", "EXIT", "NEXT RUN"]
+    rows = []
     for job in jobs:
         exit_text = exit_cell(job)
         state = job["state"]
@@ -104,8 +140,14 @@ def status_table(jobs: Iterable[dict[str, Any]], color: bool = False) -> str:
             exit_colour = RED if outcome in _FAILED else YELLOW if outcome in _CUT_SHORT else None
         if color and state in ("failing", "stopped"):
             state_colour = RED
-        table.add_row([job["name"], _paint(state, state_colour), local_time(job.get("last_run")),
-                       _paint(exit_text, exit_colour), local_time(job.get("next_run"))])
+        rows.append([str(job["name"]), _paint(state, state_colour), local_time(job.get("last_run")),
+                     _paint(exit_text, exit_colour), local_time(job.get("next_run"))])
+    fast = _columns(headers, rows)
+    if fast is not None:
+        return fast
+    table = _table(headers)
+    for row in rows:
+        table.add_row(row)
     return _render(table)
 
 
