@@ -116,3 +116,9 @@ class CgroupUnavailable(KokuError):
     why. Never reaches the user as an error: the daemon logs it and falls back to the subreaper."""
 
     exit_code = 1
+
+
+class UnsafePathError(KokuError):
+    """A directory koku would trust (state dir, cache dir) is someone else's or writable by others."""
+
+    exit_code = 1

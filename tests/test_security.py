@@ -352,3 +352,124 @@ def test_dribbling_clients_of_one_uid_are_bounded_and_cut_at_the_line_deadline(k
     assert counts["per_uid"] == 1030 - PER_UID, counts
     assert counts["late"] == PER_UID, counts
     assert timed_ping(kenv) < 2.0
+
+
+# ----- 2. the state dir: symlinks, FIFOs, foreign owners ----------------------------------------
+
+ONE_JOB = [{"name": "job", "cron": "* * * * * *", "command": "echo out-$KOKU_RUN_ID"}]
+
+
+def start_fails(kenv, *needles: str) -> str:
+    res = kenv.ku("daemon", "start")
+    pid = kenv.daemon_pid()
+    if pid:
+        kenv.daemon_pids.add(pid)
+    text = res.stderr + res.stdout
+    assert res.returncode == 1, text
+    assert "Traceback" not in text, text
+    for needle in needles:
+        assert needle in text, text
+    return text
+
+
+def test_symlinked_job_log_is_not_followed(kenv):
+    config(kenv, jobs=ONE_JOB)
+    victim = kenv.root / "victim"
+    victim.write_text("precious\n")
+    (kenv.state / "logs").mkdir(parents=True)
+    os.symlink(victim, kenv.state / "logs" / "job.log")
+    kenv.start()
+    wait_for(lambda: kenv.status("job")["runs"] >= 2, 10, what="two runs")
+    assert victim.read_text() == "precious\n"
+    assert kenv.status("job")["last_outcome"] == "success"  # the run itself is not harmed
+    assert "is a symlink; refusing to follow it" in kenv.daemon_log()
+    assert kenv.request({"Log": {"name": "job", "lines": 5}})["Error"].startswith("cannot read the log of job")
+
+
+def test_fifo_as_job_log_blocks_nothing(kenv):
+    # More than a pipe holds (64 KiB): a write into a FIFO nobody reads would block the whole daemon.
+    config(kenv, jobs=[{**ONE_JOB[0], "command": "head -c 200000 /dev/zero | tr '\\0' x; echo"}])
+    (kenv.state / "logs").mkdir(parents=True)
+    os.mkfifo(kenv.state / "logs" / "job.log")
+    kenv.start()
+    wait_for(lambda: kenv.status("job")["runs"] >= 3, 10, what="three runs")
+    assert timed_ping(kenv) < 2.0
+    assert "not a regular file" in kenv.daemon_log()
+
+
+def test_fifo_as_state_json_is_moved_aside(kenv):
+    config(kenv, jobs=ONE_JOB)
+    kenv.state.mkdir(parents=True)
+    os.mkfifo(kenv.state / "state.json")
+    kenv.start()
+    wait_for(lambda: kenv.status("job")["runs"] >= 1, 10, what="a run")
+    wait_for(lambda: (kenv.state / "state.json").is_file(), 10, what="a real state.json")
+    assert (kenv.state / "state.json.corrupt-1").is_fifo()
+
+
+def test_symlinked_pid_file_is_replaced_and_its_target_untouched(kenv):
+    config(kenv, jobs=ONE_JOB)
+    victim = kenv.root / "victim"
+    victim.write_text("precious\n")
+    kenv.state.mkdir(parents=True)
+    os.symlink(victim, kenv.state / "daemon.pid")
+    pid = kenv.start()
+    assert victim.read_text() == "precious\n"
+    assert not (kenv.state / "daemon.pid").is_symlink()
+    assert (kenv.state / "daemon.pid").read_text() == f"{pid}\n"
+
+
+def test_symlinked_daemon_log_is_refused_and_its_target_untouched(kenv):
+    config(kenv, jobs=ONE_JOB)
+    victim = kenv.root / "victim"
+    victim.write_text("precious\n")
+    (kenv.state / "logs").mkdir(parents=True)
+    os.symlink(victim, kenv.state / "logs" / "daemon.log")
+    start_fails(kenv, "daemon.log", "fix: remove it")
+    assert victim.read_text() == "precious\n"
+
+
+def test_state_dir_of_another_user_is_refused(kenv):
+    nobody = nobody_or_skip()
+    config(kenv, jobs=ONE_JOB)
+    kenv.state.mkdir(parents=True)
+    os.chown(kenv.state, nobody.pw_uid, nobody.pw_gid)
+    start_fails(kenv, str(kenv.state), f"owned by uid {nobody.pw_uid}", f"fix: chown {os.geteuid()} {kenv.state}")
+    assert not (kenv.state / "daemon.pid").exists()
+
+
+def test_parent_writable_by_others_is_refused(kenv):
+    config(kenv, jobs=ONE_JOB)
+    parent = kenv.home / ".local"
+    parent.mkdir()
+    os.chmod(parent, 0o777)
+    start_fails(kenv, f"{parent} is writable by group and others (mode 0777)", f"fix: chmod go-w {parent}")
+    assert not kenv.state.exists()
+
+
+def test_parent_symlink_of_another_user_is_refused(kenv):
+    nobody = nobody_or_skip()
+    config(kenv, jobs=ONE_JOB)
+    real = kenv.root / "elsewhere"
+    real.mkdir()
+    (kenv.home / ".local").mkdir()
+    link = kenv.home / ".local" / "state"
+    os.symlink(real, link)
+    os.lchown(link, nobody.pw_uid, nobody.pw_gid)
+    start_fails(kenv, f"{link} is a symlink owned by uid {nobody.pw_uid}")
+    assert os.listdir(real) == []
+
+
+def test_logs_dir_open_to_all_is_made_0700_and_a_trusted_symlinked_parent_works(kenv):
+    config(kenv, jobs=ONE_JOB)
+    real = kenv.root / "elsewhere"
+    real.mkdir()
+    (kenv.home / ".local").mkdir()
+    os.symlink(real, kenv.home / ".local" / "state")  # ours: followed
+    (real / "koku" / "logs").mkdir(parents=True)
+    os.chmod(real / "koku" / "logs", 0o777)
+    kenv.start()
+    wait_for(lambda: kenv.status("job")["runs"] >= 1, 10, what="a run")
+    assert oct(os.stat(real / "koku" / "logs").st_mode & 0o777) == oct(0o700)
+    assert oct(os.stat(real / "koku").st_mode & 0o777) == oct(0o700)
+    wait_for(lambda: "out-1" in (real / "koku" / "logs" / "job.log").read_text(), 10, what="job output")

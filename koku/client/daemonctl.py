@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from koku.client.common import EXIT_OK, client, load_config_from, print_json
+from koku.core import safefs
 from koku.core.paths import StatePaths, config_path, state_paths
 from koku.core.procinfo import pid_alive
 from koku.errors import DaemonError, KokuError, NotRunningError, UsageError
@@ -81,12 +82,25 @@ def _daemon_start(args: dict[str, Any]) -> int:
     info = _daemon_info()
     if info:
         return _already_running(info, path)
-    paths = state_paths()
-    paths.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(paths.root, 0o700)
+    paths = StatePaths(state_paths().root.absolute())
+    # The daemon checks the state dir too; checking here first means the refusal reaches the user's
+    # terminal, and daemon.log is never opened through a planted symlink (we may be root).
+    root_fd = safefs.open_dir(paths.root)
+    try:
+        os.fchmod(root_fd, 0o700)
+        logs_fd = safefs.open_subdir(root_fd, paths.log_dir.name, str(paths.root))
+        try:
+            log_fd = safefs.open_file(logs_fd, paths.daemon_log.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                                      0o600, where=str(paths.log_dir))
+        except OSError as exc:
+            raise KokuError(f"cannot open {paths.daemon_log}: {exc.strerror}; fix: remove it") from None
+        finally:
+            os.close(logs_fd)
+    finally:
+        os.close(root_fd)
     argv = bootstrap.program_argv() + ["daemon", "run", "--config", str(path.resolve()),
                                        "--log-format", args["--log-format"] or "logfmt"]
-    with open(paths.daemon_log, "ab") as log, open(os.devnull, "rb") as devnull:
+    with os.fdopen(log_fd, "ab") as log, open(os.devnull, "rb") as devnull:
         child = subprocess.Popen(argv, stdin=devnull, stdout=log, stderr=log, start_new_session=True,
                                  close_fds=True)
     deadline = clock.monotonic() + 30

@@ -11,9 +11,9 @@ import errno
 import os
 from collections import deque
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
-from koku.core import logfmt
+from koku.core import logfmt, safefs
 
 
 _READ_BLOCK = 64 * 1024
@@ -38,10 +38,14 @@ class JobLog:
         max_bytes: int,
         keep: int,
         on_error: Callable[[str], None] | None = None,
+        dir_fd: int | None = None,
     ):
         if keep < 0:
             raise ValueError(f"keep must be >= 0, got {keep!r}")
         self.path = Path(path)
+        # With dir_fd (the daemon's checked logs/ directory), every open, rename and unlink is relative
+        # to it and never follows a symlink: logs/<job>.log may be a planted symlink or FIFO.
+        self._dir_fd = dir_fd
         self.max_bytes = max_bytes
         self.keep = keep
         self._on_error = on_error
@@ -103,12 +107,15 @@ class JobLog:
     # -- internals -------------------------------------------------------------------------------
 
     def _open(self, truncate: bool = False) -> int:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # Read access too: the last byte tells whether the next header starts a line of its own.
         flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
         if truncate:
             flags |= os.O_TRUNC
-        fd = os.open(self.path, flags, 0o644)
+        if self._dir_fd is not None:
+            fd = safefs.open_file(self._dir_fd, self.path.name, flags, 0o644, where=str(self.path.parent))
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, flags, 0o644)
         try:
             self._size = os.fstat(fd).st_size
             self._line_start = self._size == 0 or os.pread(fd, 1, self._size - 1) == b"\n"
@@ -156,16 +163,17 @@ class JobLog:
             os.close(fd)
         if self.keep == 0:
             return self._open(truncate=True)
-        base = str(self.path)
+        d = self._dir_fd
+        base = self.path.name if d is not None else str(self.path)
         oldest = f"{base}.{self.keep}"
-        if os.path.lexists(oldest):
-            os.unlink(oldest)
+        if _lexists(oldest, d):
+            os.unlink(oldest, dir_fd=d)
         for i in range(self.keep - 1, 0, -1):
             src = f"{base}.{i}"
-            if os.path.lexists(src):
-                os.rename(src, f"{base}.{i + 1}")
+            if _lexists(src, d):
+                os.rename(src, f"{base}.{i + 1}", src_dir_fd=d, dst_dir_fd=d)
         try:
-            os.rename(base, f"{base}.1")
+            os.rename(base, f"{base}.1", src_dir_fd=d, dst_dir_fd=d)
         except FileNotFoundError:
             pass  # removed behind our back while open: nothing to keep
         return self._open()
@@ -189,6 +197,14 @@ class JobLog:
                 logfmt.warning(message, path=str(self.path), reason=reason)
         except Exception as cb_exc:  # a broken reporter must not take the output pump down with it
             logfmt.error("job log error callback failed", path=str(self.path), reason=repr(cb_exc))
+
+
+def _lexists(name: str, dir_fd: int | None) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 class LineTail:
@@ -255,22 +271,29 @@ def read_tail(path: Path, n: int) -> list[str]:
     except FileNotFoundError:
         return []
     with f:
-        end = f.seek(0, os.SEEK_END)
-        if end == 0:
-            return []
-        blocks: list[bytes] = []
-        newlines = 0
-        pos = end
-        f.seek(end - 1)
-        # A final newline ends the last line rather than starting an empty one.
-        trailing = 1 if f.read(1) == b"\n" else 0
-        while pos > 0 and newlines < n + trailing:
-            size = min(_READ_BLOCK, pos)
-            pos -= size
-            f.seek(pos)
-            block = f.read(size)
-            blocks.append(block)
-            newlines += block.count(b"\n")
+        return tail_of(f, n)
+
+
+def tail_of(f: BinaryIO, n: int) -> list[str]:
+    """``read_tail`` of a file already open for binary reading (the daemon opens it through safefs)."""
+    if n <= 0:
+        return []
+    end = f.seek(0, os.SEEK_END)
+    if end == 0:
+        return []
+    blocks: list[bytes] = []
+    newlines = 0
+    pos = end
+    f.seek(end - 1)
+    # A final newline ends the last line rather than starting an empty one.
+    trailing = 1 if f.read(1) == b"\n" else 0
+    while pos > 0 and newlines < n + trailing:
+        size = min(_READ_BLOCK, pos)
+        pos -= size
+        f.seek(pos)
+        block = f.read(size)
+        blocks.append(block)
+        newlines += block.count(b"\n")
     data = b"".join(reversed(blocks))
     if trailing:
         data = data[:-1]

@@ -7,12 +7,14 @@ starts with empty state. Pure stdlib: no gevent here; the daemon decides when to
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
 from pathlib import Path
 from typing import Any, Callable
 
+from koku.core import safefs
 from koku.core.model import JobMemory
 
 FORMAT = 1
@@ -21,6 +23,9 @@ FORMAT = 1
 class StateStore:
     def __init__(self, path: Path):
         self.path = Path(path)
+        # The daemon sets this to its checked state dir (safefs): every name is then opened relative to
+        # it, never through a symlink, and a FIFO planted as state.json cannot block the start.
+        self.dir_fd: int | None = None
         # Each job's JSON, kept between saves: a save re-encodes only the jobs that changed, so a
         # daemon with many jobs and a long history does not serialize all of it on every run.
         self._fragments: dict[str, str] = {}
@@ -31,10 +36,14 @@ class StateStore:
         state is moved aside; in a good file, each job's invalid fields are dropped with a warning that
         names the job and the field."""
         try:
-            raw = self.path.read_bytes()
+            raw = self.path.read_bytes() if self.dir_fd is None else safefs.read_file(self.dir_fd, self.path.name)
         except FileNotFoundError:
             return {}, []
         except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EINVAL):  # a symlink, a FIFO, a directory: not ours to read
+                aside = self._move_aside()
+                where = f"moved to {aside}" if aside else "could not be moved aside"
+                return {}, [f"{self.path} {exc.strerror}; {where}; starting with empty state"]
             return {}, [f"cannot read {self.path}: {exc.strerror}; starting with empty state"]
         try:
             data = json.loads(raw)
@@ -57,9 +66,13 @@ class StateStore:
     def _move_aside(self) -> Path | None:
         for n in range(1, 1000):
             target = self.path.with_name(f"{self.path.name}.corrupt-{n}")
-            if not target.exists():
+            d = self.dir_fd
+            if not _lexists(target if d is None else target.name, d):
                 try:
-                    os.replace(self.path, target)
+                    if d is None:
+                        os.replace(self.path, target)
+                    else:
+                        os.replace(self.path.name, target.name, src_dir_fd=d, dst_dir_fd=d)
                     return target
                 except OSError:
                     return None
@@ -114,8 +127,12 @@ class StateStore:
         thread so that an fsync never holds up a job that is due. Raises OSError."""
         # A name of its own per write: a write still finishing in a thread (its greenlet gone) must not
         # rename a file another write is filling. O_EXCL: never write through something planted there.
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{next(self._tmp_seq)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        d = self.dir_fd
+        tmp: Path | str = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{next(self._tmp_seq)}")
+        target: Path | str = self.path
+        if d is not None:
+            tmp, target = tmp.name, self.path.name  # type: ignore[union-attr]
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=d)
         try:
             view = memoryview(payload)
             while view:
@@ -124,22 +141,36 @@ class StateStore:
             os.fsync(fd)
         except BaseException:
             os.close(fd)
-            _unlink_quietly(tmp)
+            _unlink_quietly(tmp, d)
             raise
         os.close(fd)
         try:
-            os.replace(tmp, self.path)
+            os.replace(tmp, target, src_dir_fd=d, dst_dir_fd=d)
         except BaseException:
-            _unlink_quietly(tmp)
+            _unlink_quietly(tmp, d)
             raise
-        _fsync_dir(self.path.parent)
+        if d is not None:
+            try:
+                os.fsync(d)
+            except OSError:
+                pass
+        else:
+            _fsync_dir(self.path.parent)
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(path: Path | str, dir_fd: int | None = None) -> None:
     try:
-        os.unlink(path)
+        os.unlink(path, dir_fd=dir_fd)
     except OSError:
         pass
+
+
+def _lexists(path: Path | str, dir_fd: int | None) -> bool:
+    try:
+        os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _fsync_dir(path: Path) -> None:

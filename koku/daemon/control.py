@@ -18,7 +18,8 @@ from typing import Any, Protocol
 from koku import __version__
 
 from koku.core import protocol
-from koku.core.joblog import read_tail
+from koku.core import safefs
+from koku.core.joblog import tail_of
 from koku.core.model import RunRecord
 from koku.core.clock import Clock
 from koku.core.paths import StatePaths
@@ -41,6 +42,7 @@ class DaemonView(Protocol):
     clock: Clock
     config_path: Path
     paths: StatePaths
+    log_dir_fd: int  # the checked logs/ directory (safefs)
 
     @property
     def stopping(self) -> bool: ...
@@ -154,7 +156,10 @@ class Control:
             records = list(reversed(runner.mem.history))[: req.limit]
             return {"History": [r.to_dict() for r in records]}
         if kind == "Log":
-            return {"Log": self._log(runner.cfg.name, req)}
+            try:
+                return {"Log": self._log(runner.cfg.name, req)}
+            except OSError as exc:
+                return protocol.error(f"cannot read the log of {runner.cfg.name}: {exc.filename}: {exc.strerror}")
         return protocol.error(f"invalid request: unsupported {kind}")
 
     def _follow(self, runner: JobRunner, run: int) -> Iterator[Any]:
@@ -190,13 +195,15 @@ class Control:
     def _log(self, name: str, req: protocol.Request) -> dict[str, Any]:
         path = self.d.paths.job_log(name)
         try:
-            size = path.stat().st_size
+            # Through the checked logs/ fd, never a symlink; a FIFO planted there must not block the hub.
+            fh = os.fdopen(safefs.open_file(self.d.log_dir_fd, path.name, os.O_RDONLY, where=str(path.parent)), "rb")
         except FileNotFoundError:
             return {"path": str(path), "lines": [], "offset": 0}
-        if req.offset is None:
-            return {"path": str(path), "lines": read_tail(path, req.lines or 20), "offset": size}
-        start = req.offset if req.offset <= size else 0  # the file was rotated: start over
-        with open(path, "rb") as fh:
+        with fh:
+            size = os.fstat(fh.fileno()).st_size
+            if req.offset is None:
+                return {"path": str(path), "lines": tail_of(fh, req.lines or 20), "offset": size}
+            start = req.offset if req.offset <= size else 0  # the file was rotated: start over
             fh.seek(start)
             data = fh.read(LOG_CHUNK)
         # Send whole lines only; a line still being written comes with the next request.

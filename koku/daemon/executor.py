@@ -48,7 +48,8 @@ class _Tee:
 
 class ProcessExecutor:
     def __init__(self, clock: Clock, log_dir: Path, config: Callable[[], Config], runs: RunWaiters | None = None,
-                 durable: Callable[[], object] = lambda: None, containment: Containment | None = None):
+                 durable: Callable[[], object] = lambda: None, containment: Containment | None = None,
+                 log_dir_fd: int | None = None):
         self.clock = clock
         # Where a run's live reader (RunFollow) left a stream for its output; only followed runs have one,
         # so unfollowed output costs no memory.
@@ -56,6 +57,7 @@ class ProcessExecutor:
         self._durable = durable  # blocks the calling greenlet until what the runner recorded is on disk
         self.containment = containment if containment is not None else Containment()
         self.log_dir = log_dir
+        self.log_dir_fd = log_dir_fd  # the checked logs/ directory: job logs are opened relative to it
         self._config = config  # a callable: reload replaces the config
         self._procs: dict[tuple[str, int], ProcessRun] = {}
         self._greenlets: dict[tuple[str, int], gevent.Greenlet] = {}
@@ -106,7 +108,8 @@ class ProcessExecutor:
         log, users = self._logs.get(name, (None, 0))
         if log is None:
             log = JobLog(self.log_dir / f"{name}.log", cfg.log_max_bytes, cfg.log_keep,
-                         on_error=lambda msg: logfmt.error("job log write failed", job=name, reason=msg))
+                         on_error=lambda msg: logfmt.error("job log write failed", job=name, reason=msg),
+                         dir_fd=self.log_dir_fd)
         self._logs[name] = (log, users + 1)
         return log
 

@@ -26,7 +26,7 @@ import gevent.lock
 
 from koku import __version__
 
-from koku.core import logfmt
+from koku.core import logfmt, safefs
 from koku.core.admission import Admission
 from koku.core.clock import Clock
 from koku.core.config import Config, load_config
@@ -102,6 +102,8 @@ class Daemon:
         self._lock = Singleton(paths.root, paths.pid_file)
         self.control = Control(self, self.waiters)
         self.server: ControlServer | None = None  # made in _run_locked, once socket_group is known
+        self.state_dir_fd = -1  # set by run(), once the state dir is checked
+        self.log_dir_fd = -1
         self._fd_limit = 1024
         self.executor: ProcessExecutor | None = None
         self.containment: procgroup.Containment = procgroup.Containment()
@@ -114,8 +116,10 @@ class Daemon:
         """Run until stopped. Raises ConfigError / AlreadyRunning / OSError before start-up completes."""
         self.config = load_config(self.config_path)
         self._fd_limit = raise_fd_limit()
-        self.paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.paths.log_dir.mkdir(exist_ok=True, mode=0o700)
+        # Every directory from / down checked (owner, mode), then used through these fds (safefs).
+        self.state_dir_fd = safefs.open_dir(self.paths.root)
+        self.log_dir_fd = safefs.open_subdir(self.state_dir_fd, self.paths.log_dir.name, str(self.paths.root))
+        self.store.dir_fd = self.state_dir_fd
         group = self.config.daemon.socket_group
         if group and os.geteuid() == 0:
             # Members of socket_group must be able to reach the socket, and only the socket.
@@ -123,10 +127,10 @@ class Daemon:
                 gid = grp.getgrnam(group).gr_gid
             except KeyError:
                 raise ConfigError(f"{self.config_path}: [daemon]: socket_group \"{group}\" does not exist") from None
-            os.chown(self.paths.root, -1, gid)
-            os.chmod(self.paths.root, 0o710)
+            os.fchown(self.state_dir_fd, -1, gid)
+            os.fchmod(self.state_dir_fd, 0o710)
         else:
-            os.chmod(self.paths.root, 0o700)
+            os.fchmod(self.state_dir_fd, 0o700)
         self._lock.acquire()
         try:
             self._write_pid()
@@ -150,7 +154,7 @@ class Daemon:
         self.containment = procgroup.setup(os.environ.get("KOKU_CONTAINMENT", "auto"))
         self.executor = ProcessExecutor(self.clock, self.paths.log_dir, lambda: self.config,  # type: ignore[arg-type,return-value]
                                         runs=self.waiters, durable=self.saver.wait_durable,
-                                        containment=self.containment)
+                                        containment=self.containment, log_dir_fd=self.log_dir_fd)
         self.starts = StartQueue(self.executor, self.clock)
         self.alerts = DaemonAlerts(self.clock, lambda: self.config,  # type: ignore[arg-type,return-value]
                                    lambda name: self.runners.get(name) or self.retired.get(name))
