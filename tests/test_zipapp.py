@@ -900,6 +900,56 @@ def test_no_usable_directory_lists_every_refusal(tmp_path: Path, monkeypatch: py
     assert not (tmp_path / "k").exists()
 
 
+def _other_uid() -> int:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a directory to another user")
+    return 65534
+
+
+def test_parent_owned_by_another_user_is_refused_and_the_refusal_said(
+        tmp_path: Path, no_shared_tmp: None, capsys: pytest.CaptureFixture[str]) -> None:
+    # Its owner could swap koku/ for a symlink to their own code between the check and the daemon
+    # loading native code from it (issue 10: 3 of 15 tries ran code as root).
+    other = _other_uid()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, other, other)
+    wanted = theirs / "koku"
+    reason = bootstrap.check_cache_dir(wanted, os.getuid(), create=True)
+    assert reason is not None and f"{theirs} is owned by uid {other}" in reason and "fix: chown root" in reason
+    assert not wanted.exists()
+    env = env_for(tmp_path, KOKU_CACHE_DIR=str(wanted))
+    chosen = bootstrap.select_cache_dir(env, uid=os.getuid())
+    assert chosen == tmp_path / "home" / ".cache" / "koku"
+    err = capsys.readouterr().err
+    assert f"koku: warning: KOKU_CACHE_DIR={wanted} refused: {theirs} is owned by uid {other}" in err
+    assert f"using {chosen}" in err
+
+
+def test_parent_writable_by_others_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # not sticky: anyone may rename koku/ away and put a symlink there
+    reason = bootstrap.check_cache_dir(shared / "koku", os.getuid(), create=True)
+    assert reason is not None and f"{shared} is writable by group and others (mode 0777)" in reason
+    assert not (shared / "koku").exists()
+
+
+def test_symlinked_parent_is_followed_only_when_root_or_we_own_the_link(tmp_path: Path, no_shared_tmp: None) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o755)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    assert bootstrap.check_cache_dir(link / "koku", os.getuid(), create=True) is None  # our own link
+    assert (real / "koku").is_dir()
+    other = _other_uid()
+    os.lchown(link, other, other)
+    reason = bootstrap.check_cache_dir(link / "koku", os.getuid(), create=True)
+    assert reason is not None and f"{link} is a symlink owned by uid {other}" in reason
+    reason = bootstrap.check_cache_dir(link / "koku", os.getuid(), create=False)
+    assert reason is not None and "symlink owned by uid" in reason
+
+
 def test_check_without_create_makes_nothing(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b"
     assert bootstrap.check_cache_dir(target, os.getuid(), create=False) is None

@@ -8,10 +8,11 @@ small: the zipapp's bytecode cache imports this before anything else.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Mapping, NamedTuple
 
-from koku.errors import BootstrapError
+from koku.errors import BootstrapError, UnsafePathError
 
 _ST_NOEXEC = getattr(os, "ST_NOEXEC", 8)
 
@@ -68,23 +69,43 @@ def _existing_ancestor(path: Path) -> Path:
 def check_cache_dir(path: Path, uid: int, create: bool) -> str | None:
     """Why ``path`` cannot hold native code (a reason), or None if it can.
 
-    With ``create`` the directory is made (mode 0700) when missing; without it, a missing directory
-    is fine when it could be made. Refused: a symlink, a directory owned by another user or writable
-    by others (someone could plant code the daemon loads), and any mount with noexec (the kernel will
-    not map the extension modules there).
+    With ``create`` the directory is made (mode 0700, as are missing parents) when missing; without
+    it, a missing directory is fine when it could be made. Refused: a symlink, a directory owned by
+    another user or writable by others (someone could plant code the daemon loads); a directory on the
+    way down from ``/`` that is not root's or ``uid``'s, or is writable by others (its owner could swap
+    the cache dir for a symlink between this check and the daemon loading code from it; a root-owned
+    sticky dir such as /tmp is fine), or a symlink there that is not root's or ``uid``'s; and any mount
+    with noexec (the kernel will not map the extension modules there).
     """
+    import stat
+
+    from koku.core import safefs  # stdlib only: the walk the daemon's state dir gets too
+
+    path = Path(os.path.normpath(path))
     try:
         if not os.path.lexists(path):
             ancestor = _existing_ancestor(path)
             if os.path.isdir(ancestor) and _noexec(str(ancestor)):
                 return f"{ancestor} is on a noexec mount"
-            if not create:
-                return None if os.access(ancestor, os.W_OK | os.X_OK) else f"cannot create it in {ancestor}"
-            # Only the leaf gets 0700; parents such as ~/.cache get the umask's default.
-            os.makedirs(path, mode=0o700, exist_ok=True)
-        import stat
-
-        st = os.lstat(path)
+        try:
+            # Through directory fds from / to the parent, never following a symlink someone else owns.
+            parent_fd = safefs.open_dir(path.parent, uid, create=create, own_last=False)
+        except FileNotFoundError:
+            ancestor = _existing_ancestor(path)
+            os.close(safefs.open_dir(ancestor, uid, create=False, own_last=False))
+            return None if os.access(ancestor, os.W_OK | os.X_OK) else f"cannot create it in {ancestor}"
+        try:
+            if create:
+                try:
+                    os.mkdir(path.name, 0o700, dir_fd=parent_fd)
+                except FileExistsError:
+                    pass
+            try:
+                st = os.stat(path.name, dir_fd=parent_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return None if os.access(path.parent, os.W_OK | os.X_OK) else f"cannot create it in {path.parent}"
+        finally:
+            os.close(parent_fd)
         if stat.S_ISLNK(st.st_mode):
             return "it is a symlink"
         if not stat.S_ISDIR(st.st_mode):
@@ -97,6 +118,8 @@ def check_cache_dir(path: Path, uid: int, create: bool) -> str | None:
             return "it is on a noexec mount"
         if not os.access(path, os.W_OK | os.X_OK):
             return "it is not writable"
+    except UnsafePathError as exc:
+        return str(exc)
     except OSError as exc:
         return exc.strerror or str(exc)
     return None
@@ -110,14 +133,20 @@ def select_cache_dir(env: Mapping[str, str] | None = None, uid: int | None = Non
     first one ``check_cache_dir`` accepts wins. Raises BootstrapError listing every refusal.
     """
     uid = os.getuid() if uid is None else uid
-    refused = []
+    refused: list[tuple[CacheChoice, str]] = []
     for choice in cache_candidates(env, uid):
         reason = check_cache_dir(choice.path, uid, create=True)
         if reason is None:
+            if refused and refused[0][0].source == "$KOKU_CACHE_DIR":
+                # Asked for by name: falling back without a word would hide that it is unsafe.
+                asked, why = refused[0]
+                print(f"koku: warning: KOKU_CACHE_DIR={asked.path} refused: {why}; using {choice.path}",
+                      file=sys.stderr)
             return choice.path
-        refused.append(f"  {choice.path} ({choice.source}): {reason}")
+        refused.append((choice, reason))
+    lines = [f"  {c.path} ({c.source}): {reason}" for c, reason in refused]
     raise BootstrapError(
         "no usable directory to extract gevent's native code into; tried:\n"
-        + "\n".join(refused)
+        + "\n".join(lines)
         + "\nset KOKU_CACHE_DIR to a directory you own, on a mount without noexec"
     )
