@@ -55,7 +55,7 @@ def _check_own(path: str, st: os.stat_result, uid: int) -> None:
 
 
 def open_dir(path: Path | str, uid: int | None = None, create: bool = True, own_last: bool = True) -> int:
-    """An fd of the directory ``path`` (absolute), made (with its missing parents, 0700) if needed,
+    """An fd of the directory ``path`` (absolute), made (0700; missing parents 0755) if needed,
     after checking every directory from ``/`` down. The last one must be owned by ``uid`` (default:
     our euid), or with ``own_last=False`` pass the parents' rule. Raises UnsafePathError, or OSError
     (FileNotFoundError without ``create``) when it cannot be made or opened."""
@@ -85,7 +85,9 @@ def _walk(path: str, uid: int, create: bool, own_last: bool) -> int | str:
             except FileNotFoundError:
                 if not create:
                     raise
-                os.mkdir(name, 0o700, dir_fd=fd)
+                # Parents as mkdir -p makes them (a socket_group must be able to walk through to the
+                # socket), never writable by others whatever the umask; the directory itself 0700.
+                os.mkdir(name, 0o700 if i + 1 == len(names) and own_last else 0o755, dir_fd=fd)
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
                 # It lives in a directory already checked; only its owner could have made it there
