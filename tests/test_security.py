@@ -472,4 +472,5 @@ def test_logs_dir_open_to_all_is_made_0700_and_a_trusted_symlinked_parent_works(
     wait_for(lambda: kenv.status("job")["runs"] >= 1, 10, what="a run")
     assert oct(os.stat(real / "koku" / "logs").st_mode & 0o777) == oct(0o700)
     assert oct(os.stat(real / "koku").st_mode & 0o777) == oct(0o700)
-    wait_for(lambda: "out-1" in (real / "koku" / "logs" / "job.log").read_text(), 10, what="job output")
+    log = real / "koku" / "logs" / "job.log"
+    wait_for(lambda: log.exists() and "out-1" in log.read_text(), 10, what="job output")
