@@ -38,6 +38,7 @@ LINE_DEADLINE = 20.0  # seconds from a request's first byte to its newline
 MAX_CONNECTIONS = 1024  # served at once, at most (fewer when the fd limit is low)
 FD_RESERVE = 256  # descriptors never used by connections: runs (pipes, logs), state saves, the pid file
 PER_UID = 32  # connections at once from one uid other than root and the daemon's own
+BACKLOG = 1024  # connections the kernel queues before accept(): a burst of clients must not get EAGAIN
 EVICT_AFTER = 1.0  # seconds a connection must have waited before a new client may take its slot
 
 
@@ -84,7 +85,7 @@ def bind_unix(path: Path, mode: int = 0o600, group: str | None = None) -> tuple[
         os.chmod(tmp, mode)
         st = os.stat(tmp, follow_symlinks=False)
         os.replace(tmp, path)
-        sock.listen(128)
+        sock.listen(BACKLOG)
     except BaseException:
         sock.close()
         try:
