@@ -212,6 +212,14 @@ def test_slow_once_per_run() -> None:
     assert w.events == [("slow", 1, False)]
 
 
+def test_slow_after_alone_asks_for_slow_events() -> None:
+    w = World(slow_after="2s", cron="0 0 * * * *")  # notify_on left at its default
+    w.executor.outcome = None
+    w.runner.run_now()
+    w.run_for(5)
+    assert w.events == [("slow", 1, False)]
+
+
 def test_slow_not_sent_for_a_run_that_ended_in_time() -> None:
     w = World(notify_on=["slow"], slow_after="2s", cron="0 0 * * * *")
     w.executor.outcome = None

@@ -90,7 +90,7 @@ class AlertPolicy:
         return state
 
     def started(self, job: str, alerts: JobAlerts, run: int) -> list[Decision]:
-        if alerts.slow_after is not None and EventKind.SLOW in alerts.notify_on:
+        if alerts.slow_after is not None:  # setting slow_after is the opt-in: "slow" in notify_on is implied
             deadline = self.clock.monotonic() + alerts.slow_after
             self._state(job).slow[run] = deadline
             heapq.heappush(self._deadlines, (deadline, job, run))
