@@ -16,7 +16,7 @@ from enum import Enum
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from koku.core.durations import parse_duration
+from koku.core.durations import parse_duration, spoken_duration
 from koku.errors import BadValue as Bad
 
 NOTIFIER_TIMEOUT = 10.0  # seconds one delivery attempt may take, unless "timeout" says otherwise
@@ -383,6 +383,10 @@ def check_lines(jobs: Iterable[Any], alerting: Alerting) -> list[str]:
             parts.append("on " + ", ".join(on))
             if alerts.notify_after > 1:
                 parts.append(f"after {alerts.notify_after} failures in a row")
+            if alerts.remind_every is not None:
+                parts.append(f"reminders every {spoken_duration(alerts.remind_every)}")
+            if alerts.slow_after is not None:
+                parts.append(f"slow after {spoken_duration(alerts.slow_after)}")
         if alerts.ping:
             parts.append(f"ping {alerts.ping}")
         lines.append(f'job "{job.name}" notifies: ' + "; ".join(parts))
