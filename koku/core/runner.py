@@ -329,6 +329,15 @@ class JobRunner(RunSlots):
             logfmt.warning("job stopped after repeated failures; `ku resume` re-enables it", job=self.cfg.name,
                            run=record.run, failures=k)
 
+    def note_notification(self, record: RunRecord, entry: dict[str, Any], **outcome: Any) -> None:
+        """A notification this run caused was queued (``entry`` is new) or has an outcome: the record is
+        this runner's, so others report here rather than editing it."""
+        if not outcome:
+            record.notifications.append(entry)
+        else:
+            entry.update(outcome)
+        self.ctx.changed(self.cfg.name)
+
     # ----- reporting ---------------------------------------------------------------------------
     def next_run(self) -> datetime | None:
         if self.mem.paused or self.mem.stopped or self.retired:
