@@ -255,7 +255,8 @@ def pyz_status(ctx: Ctx) -> None:
     why = {"yacron": "no status command", "cron": "no status command"}
     base, python = _bare_python(ctx)
     pyz = ctx.root / "koku.pyz"
-    build = subprocess.run([base, str(REPO / "build_zipapp.py"), "--current", "--output", str(pyz)],
+    build = subprocess.run([base, str(REPO / "build_zipapp.py"), "--current", "--wheels", str(REPO / "build" / "wheels"),
+                            "--output", str(pyz)],
                            capture_output=True, text=True, timeout=300, cwd=REPO)
     d = _koku(ctx, "hub-pyz", idle_hourly(ctx.plan.idle_jobs, utc_now()), probe=False)
     if build.returncode != 0:

@@ -24,14 +24,19 @@ from bench import daemons, procs, report, workload  # noqa: E402
 from bench.daemons import Job, Kind, Tools  # noqa: E402
 
 EXPECTED = [
-    "idle.rss", "idle.cpu",
+    "idle.rss", "idle.pss", "idle.cpu",
     "lat.second.p50", "lat.second.p99", "lat.second.missed", "lat.minute.median", "lat.minute.max",
     "lat.burst.last", "lat.burst.median",
-    "scale.rss.10", "scale.cpu.10", "scale.check.10", "scale.status.10",
-    "scale.rss.100", "scale.cpu.100", "scale.check.100", "scale.status.100",
+    "scale.rss.10", "scale.cpu.10", "scale.check.10", "scale.status.10", "scale.json.10",
+    "scale.rss.100", "scale.cpu.100", "scale.check.100", "scale.status.100", "scale.json.100",
     "control.rtt.p50", "control.rtt.p99", "control.rps", "control.size", "control.cli",
     "stab.runs", "stab.rss.10", "stab.rss.50", "stab.rss.100", "stab.rss.growth",
-    "stab.fds.10", "stab.fds.100", "stab.fds.growth",
+    "stab.fds.10", "stab.fds.100", "stab.fds.growth", "stab.cpu.per1000",
+    # hub.py: koku alone (the loop-lag probe, seconds-first schedules)
+    "hub.burst.last", "hub.burst.ping", "hub.burst.lost", "hub.lag.burst.p99", "hub.lag.burst.max",
+    "hub.lag.idle.p99", "hub.lag.idle.max", "hub.lag.reload.p99", "hub.lag.reload.max", "hub.reload.took",
+    "hub.lag.status.p99", "hub.lag.status.max", "hub.huge.ping", "hub.huge.rss",
+    "hub.pyz.status", "hub.pyz.bare", "hub.pyz.over",
 ]
 
 

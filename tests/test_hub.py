@@ -210,3 +210,18 @@ def test_ku_status_imports_neither_prettytable_nor_wcwidth():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_brief_status_answer_holds_what_the_table_prints_and_is_cached_apart():
+    from koku.daemon.statuscache import BRIEF
+    w = _world_with([{"name": f"j{i}", "cron": "0 0 10 * * *", "command": "true"} for i in range(3)])
+    cache = StatusCache(w.clock)
+    runners = list(w.runners.values())
+    full = json.loads(cache.answer(runners))["Status"]
+    brief = json.loads(cache.answer(runners, brief=True))["StatusBrief"]
+    assert [list(j) for j in brief] == [list(BRIEF)] * 3
+    assert brief == [{k: j.get(k) for k in BRIEF} for j in full]
+    runners[1].pause(None)
+    cache.discard("j1")
+    assert json.loads(cache.answer(runners, brief=True))["StatusBrief"][1]["state"] == "paused"
+    assert json.loads(cache.answer(runners))["Status"][1]["state"] == "paused"

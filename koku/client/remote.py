@@ -14,9 +14,9 @@ from koku.errors import DaemonError, UsageError
 def cmd_status(args: dict[str, Any]) -> int:
     from koku.client import table  # prettytable: only for commands that print a table, never in the daemon
 
-    with client() as c:
-        jobs = c.status()
     name = args["<name>"]
+    with client() as c:
+        jobs = c.status(brief=not name and not args["--json"])  # the table needs a fifth of each job
     if name:
         match = [j for j in jobs if j["name"] == name]
         if not match:

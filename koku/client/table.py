@@ -95,36 +95,32 @@ def _paint(text: str, colour: str | None) -> str:
     return f"{colour}{text}{RESET}" if colour else text
 
 
-def _visible(cell: str) -> str | None:
-    """``cell`` without koku's colour codes if what is left is plain printable ASCII (or the dash), the
-    only text whose width is its length; else None."""
-    if "\x1b" in cell:
-        cell = cell.replace(RED, "").replace(YELLOW, "").replace(RESET, "")
-    plain = cell.replace(DASH, "-") if DASH in cell else cell
-    return cell if plain.isascii() and plain.isprintable() else None
-
-
 def _columns(headers: list[str], rows: list[list[str]]) -> str | None:
     """What ``_render(_table(headers))`` prints for ``rows`` (left-aligned columns, two spaces apart,
     trailing spaces cut), built directly: prettytable measures every cell with wcwidth, 0.5 s of
-    ``ku status`` at 10,000 jobs. None when a cell needs a real width measurement."""
+    ``ku status`` at 10,000 jobs. None when a cell holds more than printable ASCII, the dash and koku's
+    colour codes (its width would need measuring)."""
     if not rows:
         return ""
-    widths = [len(h) for h in headers]
+    visible = []  # each row's cells as they show on screen (colour codes cut)
     for row in rows:
-        for i, cell in enumerate(row):
-            visible = _visible(cell)
-            if visible is None:
-                return None
-            if len(visible) > widths[i]:
-                widths[i] = len(visible)
+        joined = "".join(row)
+        if "\x1b" in joined:
+            row = [c.replace(RED, "").replace(YELLOW, "").replace(RESET, "") for c in row]
+            joined = "".join(row)
+        if DASH in joined:
+            joined = joined.replace(DASH, "-")
+        if not (joined.isascii() and joined.isprintable()):
+            return None
+        visible.append(row)
+    widths = [max(len(h), *map(len, column)) + 2 for h, column in zip(headers, zip(*visible))]
+    layout = "".join(f"%-{w}s" for w in widths)  # one C-level format per row
     lines = []
-    for row in [headers, *rows]:
-        parts = []
-        for i, cell in enumerate(row):
-            visible = cell if "\x1b" not in cell else _visible(cell) or cell
-            parts.append(cell + " " * (widths[i] - len(visible) + 2))
-        lines.append("".join(parts).rstrip())
+    for row, shown in zip([headers, *rows], [headers, *visible]):
+        if row is shown:
+            lines.append((layout % tuple(row)).rstrip())
+        else:
+            lines.append("".join(c + " " * (w - len(v)) for c, v, w in zip(row, shown, widths)).rstrip())
     return "\n".join(lines)
 
 

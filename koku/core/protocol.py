@@ -79,7 +79,7 @@ class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs t
 
 
 # Requests without an argument: serde writes unit variants as a bare string.
-UNIT_REQUESTS = {"Status", "Reload", "DaemonStatus", "Shutdown", "Ping", "Metrics"}
+UNIT_REQUESTS = {"Status", "StatusBrief", "Reload", "DaemonStatus", "Shutdown", "Ping", "Metrics"}
 # Requests whose argument is a job name.
 # (NotifyTest's argument is a notifier's name.)
 NAME_REQUESTS = {"Run", "Pause", "Resume", "Trigger", "Cancel", "RunFollow", "NotifyTest"}

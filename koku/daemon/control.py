@@ -68,9 +68,6 @@ class Control:
 
     def _job(self, name: str | None) -> JobRunner:
         runner = self.d.runners.get(name or "")
-        if runner is None and not self.d.runners_ready.is_set():
-            self.d.clock.wait(self.d.runners_ready, None)  # start-up is still making runners
-            runner = self.d.runners.get(name or "")
         if runner is None:
             raise UnknownJob(f"unknown job \"{name}\"")
         return runner
@@ -98,6 +95,10 @@ class Control:
         return info
 
     def handle(self, req: protocol.Request) -> Any:
+        if req.kind != "Ping" and not self.d.runners_ready.is_set():
+            # Start-up is still making runners (seconds at 100,000 jobs): Ping says the daemon is alive,
+            # everything else is answered once every job is there.
+            self.d.clock.wait(self.d.runners_ready, None)
         try:
             return self._dispatch(req)
         except (UnknownJob, RunRefused) as exc:
@@ -107,6 +108,8 @@ class Control:
         kind = req.kind
         if kind == "Status":
             return self.d.status_cache.answer(self.d.runners.values())  # bytes, sent as they are
+        if kind == "StatusBrief":
+            return self.d.status_cache.answer(self.d.runners.values(), brief=True)
         if kind == "Ping":
             return protocol.ok("pong")
         if kind == "DaemonStatus":

@@ -108,7 +108,7 @@ class Daemon:
         self.executor: ProcessExecutor | None = None
         self.containment: procgroup.Containment = procgroup.Containment()
         self.status_cache = StatusCache(self.clock)
-        self.runners_ready = gevent.event.Event()  # set once every configured job has its runner
+        self.runners_ready = gevent.event.Event()  # set once start-up is complete (every job has its runner)
         self.lag_probe = lagprobe.LagProbe(self.clock) if lagprobe.enabled() else None
 
     # ----- start-up ----------------------------------------------------------------------------
@@ -167,13 +167,12 @@ class Daemon:
         self.server = ControlServer(self.paths.socket, self.control.handle, group, self.clock,
                                     max_connections=connection_limit(self._fd_limit))
         self.server.start()
-        # The socket already answers while 100,000 runners are made (a few seconds): Ping and
-        # DaemonStatus at once, a request naming a job not made yet waits for the rest (Control._job).
+        # The socket already answers while 100,000 runners are made (a few seconds): Ping at once, every
+        # other request once start-up is complete (Control.handle waits for runners_ready).
         pacer = Pacer(self.clock)
         for job in self.config.jobs:
             pacer.pace()
             self._add_runner(job, startup=True)
-        self.runners_ready.set()
         # What start-up built lives as long as the daemon: keep it out of the cyclic collector's full
         # passes, which at 10,000 jobs held the loop for 50-100 ms at a time (a reload's garbage set one
         # off). The price: a runner removed by a reload that sits in a reference cycle is never freed.
@@ -190,6 +189,7 @@ class Daemon:
         self.metrics.start()
         self._install_signals()
         self._unwatch_clock = self.clock.on_set(self._clock_was_set)
+        self.runners_ready.set()  # requests other than Ping waited for this (Control.handle)
         logfmt.info("daemon started", pid=os.getpid(), version=__version__, config=str(self.config_path),
                     jobs=len(self.runners), socket=str(self.paths.socket), fds=self._fd_limit,
                     connections=self.server.max_connections, **self.containment.describe(),

@@ -6,7 +6,6 @@ quote a value as written and suggest the closest spelling. Pure.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
@@ -38,6 +37,8 @@ def _show(value: object) -> str:
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
+    import difflib  # only a typo pays for it: the daemon keeps ~0.5 MB less
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f' (did you mean "{close[0]}"?)' if close else ""
 
