@@ -215,4 +215,4 @@ def daemon_status(info: dict[str, Any]) -> str:
         ("socket", info.get("socket")),
         ("containment", " ".join(str(info[k]) for k in ("containment", "cgroup") if info.get(k))),
     ]
-    return "\n".join(f"{k + ':':<12} {_cell(v)}" for k, v in rows)
+    return "\n".join(f"{k + ':':<9} {_cell(v)}" for k, v in rows)
