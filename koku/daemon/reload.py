@@ -91,6 +91,7 @@ def apply(d: Daemon, plan: Plan) -> str:
     for name in plan.removed:
         pacer.pace()
         d.retire_runner(name)
+        d.alerts.forget(name)  # its reminder clock and slow deadlines; queued notifications still go out
     for name, runner in plan.added.items():
         pacer.pace()
         d.install_runner(runner, startup=False)
