@@ -136,7 +136,7 @@ def _materialize(archive: str, manifest: Manifest, cache_dir: Path, name: str,
     import fcntl
 
     try:
-        lock = os.open(cache_dir, os.O_RDONLY | os.O_DIRECTORY)
+        lock = os.open(cache_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)  # checked: never a symlink
     except OSError as exc:
         raise BootstrapError(f"cannot use cache dir {cache_dir}: {exc.strerror or exc}") from None
     try:
