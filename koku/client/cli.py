@@ -8,14 +8,13 @@ through one lazy import in ``daemonctl._daemon_run``. Exit codes: 0 ok; 1 the da
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from typing import Any, Callable
 
 from docopt import DocoptExit, docopt
 
 from koku import __version__
-from koku.client import daemonctl, local, remote
 from koku.client.common import EXIT_OK, EXIT_USAGE
 from koku.errors import ConfigError, KokuError
 
@@ -85,22 +84,24 @@ Options:
 """
 
 
-COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
-    "init": local.cmd_init,
-    "check": local.cmd_check,
-    "import": local.cmd_import,
-    "daemon": daemonctl.cmd_daemon,
-    "status": remote.cmd_status,
-    "run": remote.cmd_run,
-    "cancel": remote.cmd_cancel,
-    "pause": remote.cmd_pause,
-    "resume": remote.cmd_resume,
-    "reload": remote.cmd_reload,
-    "log": remote.cmd_log,
-    "history": remote.cmd_history,
-    "notify": remote.cmd_notify_test,
-    "metrics": remote.cmd_metrics,
-    "completion": local.cmd_completion,
+# command -> (module in koku.client, function): imported on dispatch, so `ku status` loads none of the
+# other commands' modules (daemonctl's /proc and state-dir helpers, local's config and preview).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("local", "cmd_init"),
+    "check": ("local", "cmd_check"),
+    "import": ("local", "cmd_import"),
+    "daemon": ("daemonctl", "cmd_daemon"),
+    "status": ("remote", "cmd_status"),
+    "run": ("remote", "cmd_run"),
+    "cancel": ("remote", "cmd_cancel"),
+    "pause": ("remote", "cmd_pause"),
+    "resume": ("remote", "cmd_resume"),
+    "reload": ("remote", "cmd_reload"),
+    "log": ("remote", "cmd_log"),
+    "history": ("remote", "cmd_history"),
+    "notify": ("remote", "cmd_notify_test"),
+    "metrics": ("remote", "cmd_metrics"),
+    "completion": ("local", "cmd_completion"),
 }
 
 
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_OK
     command = next(name for name in COMMANDS if args.get(name))
     try:
-        return COMMANDS[command](args)
+        module, function = COMMANDS[command]
+        return getattr(importlib.import_module(f"koku.client.{module}"), function)(args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"koku: error: {problem}", file=sys.stderr)
