@@ -17,6 +17,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from koku.core.durations import parse_duration, spoken_duration
+from koku.core.convert import boolean as _boolean, integer as _integer, show, string as _string, suggest
 from koku.errors import BadValue as Bad
 
 NOTIFIER_TIMEOUT = 10.0  # seconds one delivery attempt may take, unless "timeout" says otherwise
@@ -111,37 +112,6 @@ class Alerting:
 
 
 # --- converters ---
-
-
-def show(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value if len(value) <= 80 else value[:77] + "...", ensure_ascii=False)
-    return {dict: "a table", list: "an array"}.get(type(value), repr(value))
-
-
-def _string(key: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise Bad(f'key "{key}" must be a string, got {show(value)}')
-    if not value.strip():
-        raise Bad(f'key "{key}" must not be empty, got {show(value)}')
-    return value
-
-
-def _boolean(key: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise Bad(f'key "{key}" must be true or false, got {show(value)}')
-    return value
-
-
-def _integer(key: str, value: object, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise Bad(f'key "{key}" must be a whole number, got {show(value)}')
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise Bad(f'key "{key}" must be {bound}, got {value}')
-    return value
 
 
 def _duration(key: str, value: object) -> float:
@@ -275,17 +245,10 @@ def job_problems(alerts: JobAlerts, declared: Iterable[str]) -> list[str]:
     tails = []
     for name in alerts.notify:
         if name not in declared:
-            close = _close(name, declared)
+            close = suggest(name, declared)
             defined = ", ".join(declared) or "none; add a [notify.NAME] table"
             tails.append(f'key "notify": unknown notifier {show(name)}{close} (defined: {defined})')
     return tails
-
-
-def _close(word: str, choices: Iterable[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f' (did you mean "{close[0]}"?)' if close else ""
 
 
 def check_alerting(data: dict[str, Any], problem: Callable[[str | None, str], None]) -> Alerting:
@@ -322,7 +285,7 @@ def convert(raw: dict[str, Any], fields: Mapping[str, _Converter], problem: Call
     for key, value in raw.items():
         converter = fields.get(key)
         if converter is None:
-            problem(f'unknown key "{key}"' + _close(key, fields))
+            problem(f'unknown key "{key}"' + suggest(key, fields))
             ok = False
             continue
         try:

@@ -6,11 +6,9 @@ quote a value as written and suggest the closest spelling. Pure.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable
-from datetime import date, time
 from functools import partial
 from typing import Any, Callable
 
@@ -20,49 +18,10 @@ from koku.core.config.model import NAME_MAX, CatchUp, FrozenEnv, JitterMode, OnE
 from koku.core.durations import parse_duration
 from koku.core.schedule import ScheduleError, resolve_zone
 from koku.errors import BadValue
+from koku.core.convert import boolean as _boolean, integer as _integer, show as _show, string as _string, suggest as _suggest  # noqa: F401 (checker uses them)
 
 
 _Bad = BadValue  # short name: raised by every converter below
-
-
-def _show(value: object) -> str:
-    """A value as written in TOML, so a message quotes it recognisably."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value if len(value) <= 80 else value[:77] + "...", ensure_ascii=False)
-    if isinstance(value, (date, time)):  # TOML dates and times are unquoted
-        return f"the date/time {value.isoformat()}"
-    return {dict: "a table", list: "an array"}.get(type(value), repr(value))
-
-
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    import difflib  # only a typo pays for it: the daemon keeps ~0.5 MB less
-
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f' (did you mean "{close[0]}"?)' if close else ""
-
-
-def _string(key: str, value: object, blank_ok: bool = False) -> str:
-    if not isinstance(value, str):
-        raise _Bad(f'key "{key}" must be a string, got {_show(value)}')
-    if not blank_ok and not value.strip():
-        raise _Bad(f'key "{key}" must not be empty, got {_show(value)}')
-    return value
-
-
-def _boolean(key: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise _Bad(f'key "{key}" must be true or false, got {_show(value)}')
-    return value
-
-
-def _integer(key: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Bad(f'key "{key}" must be a whole number, got {_show(value)}')
-    if value < minimum:
-        raise _Bad(f'key "{key}" must be at least {minimum}, got {value}')
-    return value
 
 
 def _duration(key: str, value: object, positive: bool = False) -> float:
