@@ -57,7 +57,8 @@ def test_repeated_stops_never_log_cannot_write_state(kenv):
         pid = kenv.start()
         for _ in range(3):
             kenv.request({"Run": "slow"})
-        wait_for(lambda: len(kenv.status("slow")["pids"]) == 3, 10, what="three runs")
+        # Each poll is a 3,001-job Status that conftest checks against the schema: ~8 s on a loaded box.
+        wait_for(lambda: len(kenv.status("slow")["pids"]) == 3, 60, what="three runs")
         assert kenv.ku("daemon", "stop").returncode == 0
         wait_for(lambda: not alive(pid), 10)
     log = kenv.daemon_log()
