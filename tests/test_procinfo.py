@@ -38,15 +38,17 @@ def test_this_process_and_its_environment() -> None:
     assert me is not None and me.live and me.ppid == os.getppid() and me.pgrp == os.getpgrp()
     table = procinfo.scan()
     assert table is not None and table[os.getpid()] == me
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE,
-                             env={"KOKU_JOB": "a b", "KOKU_RUN_ID": "7"})
+    child = subprocess.Popen([sys.executable, "-c", "import sys; print('ready', flush=True); sys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={"KOKU_JOB": "a b", "KOKU_RUN_ID": "7"})
     try:
+        # Popen returns once exec has begun; the new environment is readable only a little later.
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
         assert procinfo.environ_has(child.pid, {b"KOKU_JOB": b"a b", b"KOKU_RUN_ID": b"7"})
         assert not procinfo.environ_has(child.pid, {b"KOKU_RUN_ID": b"70"})
         assert not procinfo.environ_has(child.pid, {b"KOKU_RUN_ID": b"7"}, absent=(b"KOKU_JOB",))
         assert procinfo.environ_has(child.pid, {b"KOKU_RUN_ID": b"7"}, absent=(b"KOKU_NOTIFIER",))
         assert procinfo.pid_alive(child.pid)
     finally:
-        child.communicate(b"")
+        child.communicate(b"")  # closes stdin and stdout, reaps it
     assert not procinfo.pid_alive(child.pid)
     assert not procinfo.environ_has(child.pid, {b"KOKU_JOB": b"a b"})
