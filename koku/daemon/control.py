@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from koku import __version__
 
@@ -25,9 +25,11 @@ from koku.core.clock import Clock
 from koku.core.paths import StatePaths
 from koku.core.runner import JobRunner, iso
 from koku.daemon.alerting import DaemonAlerts
+from koku.daemon.lagprobe import LagProbe
 from koku.daemon.metrics_setup import MetricsSetup
 from koku.daemon.procgroup import Containment
 from koku.daemon.runs import RunWaiters
+from koku.daemon.statuscache import StatusCache
 from koku.errors import RunRefused, UnknownJob
 
 
@@ -54,6 +56,13 @@ class DaemonView(Protocol):
     def cancel_runs(self, runner: JobRunner) -> list[int]: ...
 
     def reload(self) -> tuple[bool, str]: ...
+
+    status_cache: StatusCache  # the Status answers, from per-job cached fragments
+    runners_ready: Any  # an event: set once start-up has made every runner
+    lag_probe: LagProbe | None  # the bench's loop-lag probe (KOKU_LAG_PROBE=1)
+
+    def in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
+        """``func(*args)`` in the threadpool, its exception raised here (blocking file work)."""
 
     alerts: DaemonAlerts  # `ku notify test`
     metrics: MetricsSetup  # `ku metrics`, and whether metrics are on (DaemonStatus)
@@ -196,6 +205,10 @@ class Control:
         raise UnknownJob(f"job \"{name}\" has no run {run}")
 
     def _log(self, name: str, req: protocol.Request) -> dict[str, Any]:
+        # Up to 1 MiB read, split and decoded (or a tail searched for): in the threadpool, not on the hub.
+        return self.d.in_thread(self._read_log, name, req)
+
+    def _read_log(self, name: str, req: protocol.Request) -> dict[str, Any]:
         path = self.d.paths.job_log(name)
         try:
             # Through the checked logs/ fd, never a symlink; a FIFO planted there must not block the hub.

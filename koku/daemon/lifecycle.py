@@ -202,6 +202,14 @@ class Daemon:
             self._shutdown()
         return 0
 
+    def in_thread(self, func: Any, *args: Any) -> Any:
+        """``func(*args)`` in gevent's threadpool; its exception is raised here. (Handed back as a value:
+        the threadpool prints a traceback for a task that raises, and an unreadable log is an answer.)"""
+        ok, value = gevent.get_hub().threadpool.apply(_outcome, (func, *args))
+        if ok:
+            return value
+        raise value
+
     def _trim(self) -> None:
         # In a thread: ctypes lets go of the GIL, and trimming a 200 MB heap takes a while.
         gevent.get_hub().threadpool.apply(release_free_memory)
@@ -452,3 +460,10 @@ class Daemon:
             self._unwatch_clock()
             self._unwatch_clock = None
         logfmt.info("daemon stopped", pid=os.getpid())
+
+
+def _outcome(func: Any, *args: Any) -> tuple[bool, Any]:
+    try:
+        return True, func(*args)
+    except Exception as exc:  # noqa: BLE001 - raised again in the calling greenlet
+        return False, exc
