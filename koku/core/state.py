@@ -113,7 +113,11 @@ class StateStore:
         else:
             for name in changed:
                 pace()
-                pieces[name] = f"{encode(name)}:{encode(jobs[name].to_dict())}"
+                mem = jobs.get(name)
+                if mem is None:  # forgotten while the loop ran (a removed job's retention ended)
+                    pieces.pop(name, None)
+                    continue
+                pieces[name] = f"{encode(name)}:{encode(mem.to_dict())}"
         head = encode({"format": FORMAT, **(extra or {})})
         return (f'{head[:-1]},"jobs":{{', *pieces.values(), "}}")
 

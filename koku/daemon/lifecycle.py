@@ -302,7 +302,9 @@ class Daemon:
             assert self.config is not None
             if self.forgetting.forget_due(self.config.daemon.forget_removed_after, set(self.retired)):
                 self.scheduler.purge()
-                release_free_memory()
+                self.saver.changed()  # a full pass, which lets go of every forgotten job's cached JSON
+                # Trimmed once that save has let go of them, not before: glibc keeps what is freed later.
+                self._spawn_after("trim-forgotten", 2.0, self._trim)
 
     def _keep_files(self) -> None:
         """Recreate daemon.sock and daemon.pid when someone deleted them (muzan's stop deletes both while
