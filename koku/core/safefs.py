@@ -35,13 +35,13 @@ def _check_parent(path: str, st: os.stat_result, uid: int) -> None:
     if st.st_uid not in (0, uid):
         raise UnsafePathError(
             f"{path} is owned by uid {st.st_uid}, not {_who(uid)}: whoever owns it can swap what koku "
-            f"opens below it; fix: chown root {path}, or choose another state dir")
+            f"opens below it; fix: chown root {path}, or use another directory")
     sticky_root = st.st_uid == 0 and st.st_mode & stat.S_ISVTX
     if st.st_mode & 0o022 and not sticky_root:
         mode = stat.S_IMODE(st.st_mode)
-        raise UnsafePathError(
-            f"{path} is writable by {'group and others' if mode & 0o022 == 0o022 else 'its group' if mode & 0o020 else 'others'}"
-            f" (mode {mode:04o}): they can swap what koku opens below it; fix: chmod go-w {path}")
+        who = {0o022: "group and others", 0o020: "its group", 0o002: "others"}[mode & 0o022]
+        raise UnsafePathError(f"{path} is writable by {who} (mode {mode:04o}): they can swap what koku opens "
+                              f"below it; fix: chmod go-w {path}")
 
 
 def _check_own(path: str, st: os.stat_result, uid: int) -> None:
@@ -95,12 +95,12 @@ def _walk(path: str, uid: int, create: bool, own_last: bool) -> int | str:
                 if st.st_uid not in (0, uid):
                     raise UnsafePathError(
                         f"{child} is a symlink owned by uid {st.st_uid}, not {_who(uid)}; "
-                        f"fix: replace it with a directory, or choose another state dir")
+                        f"fix: replace it with a directory, or use another directory")
                 link = os.readlink(name, dir_fd=fd)
                 os.close(fd)
                 return os.path.normpath(os.path.join(here, link, *names[i + 1:]))
             if not stat.S_ISDIR(st.st_mode):
-                raise UnsafePathError(f"{child} is not a directory; fix: remove it, or choose another state dir")
+                raise UnsafePathError(f"{child} is not a directory; fix: remove it, or use another directory")
             new = os.open(name, _DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd, here = new, child
