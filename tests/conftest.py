@@ -21,7 +21,10 @@ KU = [str(BIN / "ku")] if (BIN / "ku").exists() else [sys.executable, "-m", "kok
 
 
 def processes_mentioning(text: str) -> list[int]:
-    """Pids whose command line or working directory mention ``text`` (our temp home)."""
+    """Pids whose command line or working directory mention ``text`` (our temp home).
+
+    Its own /proc scan on purpose, not koku.core.procinfo's: the leftover-process check must not share
+    a bug with the code it checks."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():

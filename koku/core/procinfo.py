@@ -114,3 +114,39 @@ def environ_has(pid: int, wanted: Mapping[bytes, bytes], absent: Iterable[bytes]
         return False
     present = set(entries)
     return all(name + b"=" + value in present for name, value in wanted.items())
+
+
+def environ(pid: int) -> dict[bytes, bytes] | None:
+    """The environment ``pid`` was exec'd with, or None if it cannot be read (gone, or another user's)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return dict(item.split(b"=", 1) for item in data.split(b"\0") if b"=" in item)
+
+
+def boot_time() -> float | None:
+    """When the machine booted (UNIX seconds), from /proc/stat; None without /proc."""
+    try:
+        with open("/proc/stat", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"btime "):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def started_at(pid: int, boot: float | None = None) -> float | None:
+    """When ``pid`` started (UNIX seconds, to a clock tick), or None. ``boot``: boot_time(), if known."""
+    boot = boot_time() if boot is None else boot
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    if boot is None or len(fields) < 20:
+        return None
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat(5): starttime in ticks

@@ -17,6 +17,7 @@ from datetime import datetime
 
 from koku.core import logfmt
 from koku.core.clock import Clock
+from koku.core import procinfo
 from koku.core.model import JobMemory, RunRecord
 from koku.core.runner import close_interrupted, parse_iso
 from koku.daemon.process import group_alive, kill_group
@@ -25,54 +26,33 @@ START_SLACK = 2.0  # seconds a process may appear to start before its record (cl
 POLL = 0.05  # seconds between looks at whether the killed groups are gone
 
 
-def _boot_time() -> float | None:
-    try:
-        with open("/proc/stat", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"btime "):
-                    return float(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def find_groups(wanted: dict[tuple[str, int], datetime]) -> dict[tuple[str, int], set[int]]:
     """Process groups of live processes whose environment says they belong to run (job, run id),
-    started no earlier than that run (``wanted`` maps each run to its recorded start). One /proc scan."""
+    started no earlier than that run (``wanted`` maps each run to its recorded start). One /proc scan
+    (koku.core.procinfo, the one reader of /proc)."""
     found: dict[tuple[str, int], set[int]] = {}
     if not wanted:
         return found
-    boot = _boot_time()
-    ticks = os.sysconf("SC_CLK_TCK")
+    boot = procinfo.boot_time()
     me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
+    for pid, proc in (procinfo.scan() or {}).items():
+        if pid == me or not proc.live:
             continue
+        env = procinfo.environ(pid)
+        if not env or b"KOKU_RUN_ID" not in env:
+            continue  # gone, not ours to read, or not a run
         try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                environ = fh.read()
-            if b"KOKU_RUN_ID=" not in environ:
-                continue
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue  # gone, or not ours to read
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) < 20 or fields[0] in (b"Z", b"X"):
-            continue
-        env = dict(item.split(b"=", 1) for item in environ.split(b"\0") if b"=" in item)
-        try:
-            key = (env.get(b"KOKU_JOB", b"").decode(), int(env.get(b"KOKU_RUN_ID", b"")))
+            key = (env.get(b"KOKU_JOB", b"").decode(), int(env[b"KOKU_RUN_ID"]))
         except (UnicodeDecodeError, ValueError):
             continue
         started = wanted.get(key)
         if started is None:
             continue
-        if boot is not None and boot + int(fields[19]) / ticks < started.timestamp() - START_SLACK:
+        began = procinfo.started_at(pid, boot)
+        if began is not None and began < started.timestamp() - START_SLACK:
             continue  # older than the run: a process that inherited the variables, not the run
-        pgid = int(fields[2])
-        if pgid > 1:
-            found.setdefault(key, set()).add(pgid)
+        if proc.pgrp > 1:
+            found.setdefault(key, set()).add(proc.pgrp)
     return found
 
 
