@@ -122,3 +122,9 @@ class UnsafePathError(KokuError):
     """A directory koku would trust (state dir, cache dir) is someone else's or writable by others."""
 
     exit_code = 1
+
+
+class BuildError(KokuError):
+    """build_zipapp.py cannot build koku.pyz (a missing wheel, a pin that does not fit)."""
+
+    exit_code = 1
