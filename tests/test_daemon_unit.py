@@ -30,7 +30,7 @@ def test_a_crashed_scheduler_greenlet_is_restarted(tmp_path, monkeypatch):
         with gevent.Timeout(10):
             while len(calls) < 2:
                 gevent.sleep(0.05)
-        assert daemon._greenlets["scheduler"].dead is False
+        assert daemon.greenlets.get("scheduler").dead is False
     finally:
         daemon.request_stop()
         runner.join(10)

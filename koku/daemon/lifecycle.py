@@ -10,7 +10,6 @@ Signal handlers and socket requests only call ``request_stop()`` / ``request_rel
 
 from __future__ import annotations
 
-import ctypes  # now, not at first use: the daemon imports nothing after it starts serving
 import gc
 import grp
 import os
@@ -37,7 +36,8 @@ from koku.errors import ConfigError
 from koku.daemon.clock import GeventClock, Pacer, let_loop_run
 from koku.daemon.executor import ProcessExecutor
 from koku.daemon.control import Control
-from koku.daemon import lagprobe
+from koku.daemon import lagprobe, offhub
+from koku.daemon.supervise import Greenlets
 from koku.daemon.starter import StartQueue
 from koku.daemon.statuscache import StatusCache
 from koku.daemon.runs import RunWaiters
@@ -53,24 +53,9 @@ from koku.core.scheduler import BACKWARD_KEEP, Scheduler
 from koku.daemon.server import ControlServer, connection_limit, raise_fd_limit
 from koku.core.state import StateStore
 
-LOOPS = ("scheduler", "saver", "housekeeper", "starter")  # the greenlets restarted when they die
 TICK_BUDGET = 0.005  # seconds of due timers fired before the scheduler yields to the loop
 HOUSEKEEPING = 1.0  # seconds between looks at daemon.sock and daemon.pid (recreated when deleted)
 SAVER_JOIN = 30.0  # seconds shutdown waits for a state write in progress (a slow disk's fsync)
-
-
-def release_free_memory() -> None:
-    """Give the heap that start-up (TOML parsing, compiling, imports) freed back to the system.
-
-    An idle daemon lives for months with whatever RSS it settles at; glibc keeps freed heap unless
-    asked. A no-op where the C library has no malloc_trim (musl). Cycles are collected first: a job's
-    runner and its timer's callback refer to each other, so removed jobs are not freed by refcounting.
-    """
-    gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class Daemon:
@@ -96,7 +81,7 @@ class Daemon:
         self._reload_lock = gevent.lock.BoundedSemaphore()
         self._stop_now = False
         self._complained: set[str] = set()
-        self._greenlets: dict[str, gevent.Greenlet] = {}
+        self.greenlets = Greenlets(self.clock, self._stop.is_set)
         self._unwatch_clock: Any = None  # stops the clock-set watch (timerfd) when there is one
         self.waiters = RunWaiters()
         self._lock = Singleton(paths.root, paths.pid_file)
@@ -177,12 +162,12 @@ class Daemon:
         # passes, which at 10,000 jobs held the loop for 50-100 ms at a time (a reload's garbage set one
         # off). The price: a runner removed by a reload that sits in a reference cycle is never freed.
         gc.freeze()
-        self._spawn("scheduler", self._scheduler_loop)
-        self._spawn("starter", self.starts.loop)
+        self.greenlets.spawn("scheduler", self._scheduler_loop, restart=True)
+        self.greenlets.spawn("starter", self.starts.loop, restart=True)
         if self.lag_probe is not None:
-            self._spawn("lagprobe", self.lag_probe.run)
-        self._spawn("saver", self.saver.loop)
-        self._spawn("housekeeper", self._housekeeping_loop)
+            self.greenlets.spawn("lagprobe", self.lag_probe.run)
+        self.greenlets.spawn("saver", self.saver.loop, restart=True)
+        self.greenlets.spawn("housekeeper", self._housekeeping_loop, restart=True)
         self.alerts.start()
         self.metrics = MetricsSetup(self.clock, lambda: self.config.daemon, self.all_runners,  # type: ignore[union-attr]
                                     self.alerts, self.started_at.timestamp())
@@ -194,7 +179,7 @@ class Daemon:
                     jobs=len(self.runners), socket=str(self.paths.socket), fds=self._fd_limit,
                     connections=self.server.max_connections, **self.containment.describe(),
                     clock_steps="timerfd" if self._unwatch_clock else "checked on each wake")
-        self._spawn_after("trim", 1.0, self._trim)
+        self.greenlets.spawn_after("trim", 1.0, self._trim)
         self.saver.changed()
         try:
             self._main_loop()
@@ -203,16 +188,10 @@ class Daemon:
         return 0
 
     def in_thread(self, func: Any, *args: Any) -> Any:
-        """``func(*args)`` in gevent's threadpool; its exception is raised here. (Handed back as a value:
-        the threadpool prints a traceback for a task that raises, and an unreadable log is an answer.)"""
-        ok, value = gevent.get_hub().threadpool.apply(_outcome, (func, *args))
-        if ok:
-            return value
-        raise value
+        return offhub.in_thread(func, *args)
 
     def _trim(self) -> None:
-        # In a thread: ctypes lets go of the GIL, and trimming a 200 MB heap takes a while.
-        gevent.get_hub().threadpool.apply(release_free_memory)
+        offhub.in_thread(offhub.release_free_memory)
 
     def _job_changed(self, name: str | None = None) -> None:
         """A runner reports a change: its Status fragment is stale, its state must be saved."""
@@ -224,35 +203,6 @@ class Daemon:
 
     def _add_runner(self, job: Any, startup: bool) -> None:
         self.install_runner(JobRunner(job, self.memory.get(job.name) or JobMemory(), self.context), startup)
-
-    def _spawn(self, name: str, func: Any, *args: Any) -> None:
-        g = gevent.Greenlet(func, *args)
-        g.name = name
-        g.link_exception(self._greenlet_died)
-        self._greenlets[name] = g
-        g.start()
-
-    def _spawn_after(self, name: str, seconds: float, func: Any, *args: Any) -> None:
-        """gevent.spawn_later on the daemon's clock, so that a fake clock drives it too."""
-        def later() -> None:
-            self.clock.sleep(seconds)
-            func(*args)
-
-        self._spawn(name, later)
-
-    def _greenlet_died(self, g: gevent.Greenlet) -> None:
-        if g.name not in LOOPS:
-            logfmt.error("greenlet died", greenlet=g.name, reason=repr(g.exception))
-            return
-        # Restarted a second later, so that a greenlet that dies at once cannot spin.
-        logfmt.error("greenlet died; restarting it in 1s", greenlet=g.name, reason=repr(g.exception))
-        if not self._stop.is_set():
-            self._spawn_after(f"restart-{g.name}", 1.0, self._restart, g.name)
-
-    def _restart(self, name: str) -> None:
-        if not self._stop.is_set():
-            self._spawn(name, {"scheduler": self._scheduler_loop, "saver": self.saver.loop,
-                               "housekeeper": self._housekeeping_loop, "starter": self.starts.loop}[name])
 
     def _install_signals(self) -> None:
         gevent.signal_handler(signal.SIGTERM, self.request_stop)
@@ -304,7 +254,7 @@ class Daemon:
                 self.scheduler.purge()
                 self.saver.changed()  # a full pass, which lets go of every forgotten job's cached JSON
                 # Trimmed once that save has let go of them, not before: glibc keeps what is freed later.
-                self._spawn_after("trim-forgotten", 2.0, self._trim)
+                self.greenlets.spawn_after("trim-forgotten", 2.0, self._trim)
 
     def _keep_files(self) -> None:
         """Recreate daemon.sock and daemon.pid when someone deleted them (muzan's stop deletes both while
@@ -417,10 +367,7 @@ class Daemon:
         assert self.config is not None and self.executor is not None
         logfmt.info("daemon stopping")
         for name in ("scheduler", "starter"):
-            g = self._greenlets.pop(name, None)
-            if g is not None:
-                g.unlink(self._greenlet_died)
-                g.kill()
+            self.greenlets.kill(name)
         self.starts.cancel_queued()
         for runner in self.all_runners():
             # Runs waiting for a slot or a retry must not start while the others are let finish.
@@ -444,28 +391,15 @@ class Daemon:
         # After the alerts: in the subreaper kind this kills every descendant, notifier commands too.
         self.containment.stop(self.clock, 0 if self._stop_now else self.config.daemon.kill_grace)
         self.metrics.close()
-        saver = self._greenlets.pop("saver", None)
-        if saver is not None:
-            saver.unlink(self._greenlet_died)
-        self.saver.stop(saver, SAVER_JOIN)
+        self.saver.stop(self.greenlets.pop("saver"), SAVER_JOIN)
         try:
             self.saver.save(in_thread=False)
         except OSError as exc:
             logfmt.error("cannot write state at shutdown", reason=exc.strerror or str(exc))
-        keeper = self._greenlets.pop("housekeeper", None)
-        if keeper is not None:  # first: it must not bind the socket again once the server has stopped
-            keeper.unlink(self._greenlet_died)
-            keeper.kill()
+        self.greenlets.kill("housekeeper")  # first: it must not bind the socket again once the server stopped
         if self.server is not None:
             self.server.stop()
         if self._unwatch_clock is not None:
             self._unwatch_clock()
             self._unwatch_clock = None
         logfmt.info("daemon stopped", pid=os.getpid())
-
-
-def _outcome(func: Any, *args: Any) -> tuple[bool, Any]:
-    try:
-        return True, func(*args)
-    except Exception as exc:  # noqa: BLE001 - raised again in the calling greenlet
-        return False, exc
