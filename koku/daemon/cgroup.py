@@ -25,7 +25,8 @@ from typing import Any, Iterator
 
 from koku.core import logfmt, procinfo
 from koku.core.clock import Clock
-from koku.daemon.procgroup import Cage, Containment, in_threadpool, kill_pid
+from koku.daemon import offhub
+from koku.daemon.procgroup import Cage, Containment, kill_pid
 from koku.errors import CgroupUnavailable
 
 
@@ -216,7 +217,7 @@ class CgroupContainment(Containment):
     def cage(self, job: str, run: int) -> Cage:
         """A cage in a new cgroup for the run (mkdir in the threadpool: the calling greenlet waits, the
         hub does not); the run's process group only if the cgroup cannot be made."""
-        path, reason = in_threadpool(self._make, job, run)
+        path, reason = offhub.in_thread(self._make, job, run)
         if path is None:
             logfmt.warning("cannot make a cgroup for the run; its process group contains it",
                            job=job, run=run, reason=reason)
@@ -247,7 +248,7 @@ class CgroupContainment(Containment):
     def finish(self, cgroup: Path) -> dict[str, int]:
         """A run is over: its figures; its cgroup is removed, or kept while something the run left
         behind still runs in it (retried at every later run's end, killed at daemon stop)."""
-        figures, removed = in_threadpool(_finish, cgroup, self._memory, list(self._lingering))
+        figures, removed = offhub.in_thread(_finish, cgroup, self._memory, list(self._lingering))
         # Greenlets may have ended runs meanwhile: change the list only here, on the hub.
         self._lingering = [p for p in self._lingering if p not in removed]
         if cgroup not in removed:

@@ -25,10 +25,9 @@ import os
 import signal
 from typing import Any, Iterator
 
-import gevent
-
 from koku.core import logfmt, procinfo
 from koku.core.clock import Clock
+from koku.daemon import offhub
 from koku.errors import CgroupUnavailable
 
 # Loaded at import, i.e. at daemon start-up: a ctypes.py planted later cannot be picked up.
@@ -74,11 +73,6 @@ def group_alive(pgid: int) -> bool:
     return True if live is None else live
 
 
-def in_threadpool(func: Any, *args: Any) -> Any:
-    """Run blocking ``func`` (a /proc scan) off the hub; the calling greenlet waits for it."""
-    return gevent.get_hub().threadpool.apply(func, args)
-
-
 def set_child_subreaper() -> bool:
     """Make this process the reaper of its orphaned descendants (Linux 3.4+); False if refused."""
     try:
@@ -111,7 +105,7 @@ class Cage:
 
     def alive(self) -> bool:
         """Whether anything of the run is alive. May wait on the threadpool (never blocks the hub)."""
-        return self.leader is not None and in_threadpool(group_alive, self.leader)
+        return self.leader is not None and offhub.in_thread(group_alive, self.leader)
 
     def release(self) -> dict[str, int] | None:
         """The run is over: free what the cage holds; resource figures where the kind has them."""
@@ -148,7 +142,7 @@ class SubreaperCage(Cage):
 
     def signal(self, sig: int) -> None:
         super().signal(sig)
-        for pid in in_threadpool(self._members):
+        for pid in offhub.in_thread(self._members):
             kill_pid(pid, sig)
         self._containment.reap_orphans()
 
@@ -156,7 +150,7 @@ class SubreaperCage(Cage):
         if self.leader is None:
             return False
         self._containment.reap_orphans()
-        return bool(in_threadpool(self._members)) or in_threadpool(group_alive, self.leader)
+        return bool(offhub.in_thread(self._members)) or offhub.in_thread(group_alive, self.leader)
 
     def release(self) -> dict[str, int] | None:
         self._containment.leaders.discard(self.leader)  # type: ignore[arg-type]
@@ -193,7 +187,7 @@ class SubreaperContainment(Containment):
         to their child watchers. On the hub, with no switch between the check and the wait, so a
         leader spawned meanwhile cannot be taken for an orphan."""
         me = os.getpid()
-        table = in_threadpool(procinfo.scan) or {}
+        table = offhub.in_thread(procinfo.scan) or {}
         for proc in table.values():
             if proc.ppid == me and not proc.live and proc.pid not in self.leaders:
                 try:
@@ -206,7 +200,7 @@ class SubreaperContainment(Containment):
         return sorted(p for p in procinfo.descendants(table, (os.getpid(),)) if table[p].live)
 
     def stop(self, clock: Clock, grace: float) -> None:
-        left = in_threadpool(self._descendants)
+        left = offhub.in_thread(self._descendants)
         if not left:
             return
         logfmt.info("killing processes runs left behind", pids=" ".join(map(str, left)), grace=grace)
@@ -215,11 +209,11 @@ class SubreaperContainment(Containment):
         deadline = clock.monotonic() + grace
         while clock.monotonic() < deadline:
             self.reap_orphans()
-            if not in_threadpool(self._descendants):
+            if not offhub.in_thread(self._descendants):
                 return
             clock.sleep(0.05)
         deadline = clock.monotonic() + 2.0
-        while (left := in_threadpool(self._descendants)) and clock.monotonic() < deadline:
+        while (left := offhub.in_thread(self._descendants)) and clock.monotonic() < deadline:
             for pid in left:  # again each time: one may have forked before its KILL
                 kill_pid(pid, signal.SIGKILL)
             clock.sleep(0.02)
