@@ -67,6 +67,9 @@ class Client:
             raise DaemonError(f"the daemon did not answer within {self.timeout}s ({self.path})") from None
         except OSError as exc:
             raise NotRunningError(f"lost the connection to the daemon on {self.path}: {exc.strerror}") from None
+        return self._decode(line)
+
+    def _decode(self, line: bytes) -> tuple[str, Any]:
         try:
             return protocol.unpack_response(json.loads(line))
         except ValueError:
@@ -80,10 +83,7 @@ class Client:
             line = self._readline()
         except OSError as exc:
             raise NotRunningError(f"lost the connection to the daemon on {self.path}: {exc.strerror}") from None
-        try:
-            return protocol.unpack_response(json.loads(line))
-        except ValueError:
-            raise ProtocolError(f"the daemon sent something that is not JSON: {line[:200]!r}") from None
+        return self._decode(line)
 
     def _readline(self) -> bytes:
         assert self._sock is not None

@@ -81,7 +81,30 @@ class RealClock:
         return None  # the client never needs to know
 
 
-class FakeClock:
+class SettableWallClock:
+    """What the fake clocks share: a wall clock a test sets (a jump) and the listeners that hear of it.
+    Subclasses keep ``_now`` (aware UTC) and ``_mono`` (monotonic seconds)."""
+
+    def __init__(self, start: datetime, monotonic: float):
+        if start.tzinfo is None:
+            raise ValueError(f"{type(self).__name__} needs an aware datetime")
+        self._now = start.astimezone(timezone.utc)
+        self._mono = monotonic
+        self._set_listeners: list[Callable[[], None]] = []
+
+    def set(self, when: datetime) -> None:
+        """Set the wall clock (a jump); monotonic time does not move. Listeners hear of it."""
+        self._now = when.astimezone(timezone.utc)
+        for listener in list(self._set_listeners):
+            listener()
+
+    def on_set(self, listener: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``listener`` whenever the wall clock is set (as the kernel's timerfd does for a real one)."""
+        self._set_listeners.append(listener)
+        return lambda: self._set_listeners.remove(listener)
+
+
+class FakeClock(SettableWallClock):
     """A clock that moves only when told to.
 
     ``advance`` moves wall and monotonic time together; ``jump`` moves only the wall clock, as an NTP
@@ -90,12 +113,8 @@ class FakeClock:
     """
 
     def __init__(self, start: datetime, monotonic: float = 1000.0):
-        if start.tzinfo is None:
-            raise ValueError("FakeClock needs an aware datetime")
-        self._now = start.astimezone(timezone.utc)
-        self._mono = monotonic
+        super().__init__(start, monotonic)
         self.slept: list[float] = []
-        self._set_listeners: list[Callable[[], None]] = []
 
     def now(self) -> datetime:
         return self._now
@@ -120,12 +139,3 @@ class FakeClock:
     def jump(self, seconds: float) -> None:
         self.set(self._now + timedelta(seconds=seconds))
 
-    def set(self, when: datetime) -> None:
-        """Set the wall clock (a jump); monotonic time does not move. Listeners hear of it."""
-        self._now = when.astimezone(timezone.utc)
-        for listener in list(self._set_listeners):
-            listener()
-
-    def on_set(self, listener: Callable[[], None]) -> Callable[[], None] | None:
-        self._set_listeners.append(listener)
-        return lambda: self._set_listeners.remove(listener)

@@ -10,13 +10,13 @@ when the test moves the clock past its deadline, or when what it waits for becom
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
 import gevent
 import gevent.event
 
-from koku.core.clock import RealClock, ready, shifted
+from koku.core.clock import RealClock, SettableWallClock, ready, shifted
 from koku.daemon.clockwatch import ClockSetWatch
 
 
@@ -41,7 +41,7 @@ class GeventClock(RealClock):
         return watch.close if watch.start() else None
 
 
-class SteppedClock:
+class SteppedClock(SettableWallClock):
     """A clock that moves only when told to, and wakes the daemon's greenlets as it moves.
 
     ``advance(s)`` moves wall and monotonic time together and wakes every wait whose deadline it
@@ -51,15 +51,11 @@ class SteppedClock:
     """
 
     def __init__(self, start: datetime, monotonic: float = 1000.0):
-        if start.tzinfo is None:
-            raise ValueError("SteppedClock needs an aware datetime")
-        self._now = start.astimezone(timezone.utc)
-        self._mono = monotonic
+        super().__init__(start, monotonic)
         self._seq = itertools.count()
         self.registered = 0  # waits begun so far; waiting(name, since=...) looks only at later ones
         # key -> (deadline in monotonic seconds, wake event, name of the waiting greenlet)
         self._waiters: dict[int, tuple[float, gevent.event.Event, str]] = {}
-        self._set_listeners: list[Callable[[], None]] = []
 
     def now(self) -> datetime:
         return self._now
@@ -109,15 +105,6 @@ class SteppedClock:
         """Step the wall clock by ``seconds`` (either way); monotonic time does not move."""
         self.set(shifted(self._now, seconds))
 
-    def set(self, when: datetime) -> None:
-        self._now = when.astimezone(timezone.utc)
-        for listener in list(self._set_listeners):
-            listener()
-
-    def on_set(self, listener: Callable[[], None]) -> Callable[[], None] | None:
-        """Call ``listener`` whenever the wall clock is stepped."""
-        self._set_listeners.append(listener)
-        return lambda: self._set_listeners.remove(listener)
 
     def next_deadline(self) -> float | None:
         """The earliest deadline (monotonic seconds) any greenlet waits for, or None."""
