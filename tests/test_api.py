@@ -130,3 +130,9 @@ def test_api_docs_list_every_public_name() -> None:
                    "daemon_status"):
         assert f"`{method}(" in text, method
     assert json.loads((Path(__file__).resolve().parent.parent / "docs" / "protocol.schema.json").read_text())
+
+
+def test_the_readme_and_the_api_docs_point_to_each_other() -> None:
+    root = Path(__file__).resolve().parent.parent
+    assert "](docs/api.md)" in (root / "README.md").read_text()
+    assert "](../README.md" in (root / "docs" / "api.md").read_text()
