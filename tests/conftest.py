@@ -178,3 +178,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "kenv" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.e2e)
+
+
+def load_build_module():
+    """build_zipapp.py (a script, not a package) as the module ``build_zipapp``, loaded once."""
+    import importlib.util
+
+    if "build_zipapp" in sys.modules:
+        return sys.modules["build_zipapp"]
+    spec = importlib.util.spec_from_file_location("build_zipapp", Path(__file__).resolve().parent.parent / "build_zipapp.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["build_zipapp"] = module
+    spec.loader.exec_module(module)
+    return module

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from importlib import metadata
@@ -10,20 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_build_module
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _build_module():
-    if "build_zipapp" in sys.modules:  # test_zipapp loads it the same way
-        return sys.modules["build_zipapp"]
-    spec = importlib.util.spec_from_file_location("build_zipapp", REPO / "build_zipapp.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_zipapp"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-build_zipapp = _build_module()
+build_zipapp = load_build_module()
 
 if sys.version_info >= (3, 11):
     import tomllib

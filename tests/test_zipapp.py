@@ -10,7 +10,6 @@ once fills it) or when KOKU_TEST_FULL_BUILD=1: it downloads about 70 MB.
 from __future__ import annotations
 
 import glob
-import importlib.util
 import io
 import json
 import os
@@ -31,7 +30,7 @@ import pytest
 import koku
 from koku.zipapp import bootstrap
 from koku.zipapp.bootstrap import BootstrapError, Manifest, Native
-from conftest import alive, processes_mentioning, wait_for
+from conftest import alive, load_build_module, processes_mentioning, wait_for
 
 pytestmark = pytest.mark.slow  # builds koku.pyz (tens of seconds); the fast lane skips this module
 
@@ -40,15 +39,7 @@ WHEELS = REPO / "build" / "wheels"
 BUILD_TIMEOUT = 600
 
 
-def _load_build_module() -> Any:
-    spec = importlib.util.spec_from_file_location("build_zipapp", REPO / "build_zipapp.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_zipapp"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-build_zipapp = _load_build_module()
+build_zipapp = load_build_module()
 GEVENT = build_zipapp.NATIVE_PINS["gevent"]
 
 

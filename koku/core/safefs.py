@@ -180,3 +180,16 @@ def exists(dir_fd: int, name: str) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def still_ours(path: Path | str, identity: tuple[int, int] | None) -> bool | None:
+    """Whether ``path`` is still the file we made (``identity`` = its (st_dev, st_ino) then): True, False
+    if something else is there now, None if nothing is. Never follows a symlink: another tool may have
+    replaced our socket or pid file with one, and what it points at is not ours to judge."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == identity

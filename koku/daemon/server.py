@@ -28,7 +28,7 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from koku.core import logfmt
-from koku.core import protocol
+from koku.core import protocol, safefs
 from koku.core.clock import Clock
 from koku.daemon.peers import Peer, peer_allowed, peer_of
 from koku.errors import ProtocolError
@@ -135,13 +135,7 @@ class ControlServer:
 
     def socket_ours(self) -> bool | None:
         """True if the path still holds the socket we bound, False if something else, None if gone."""
-        try:
-            st = os.stat(self.path, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        except OSError:
-            return False
-        return (st.st_dev, st.st_ino) == self._inode
+        return safefs.still_ours(self.path, self._inode)
 
     def rebind(self) -> None:
         """The socket file was deleted: bind a new one. Connections in flight carry on (same pool); the

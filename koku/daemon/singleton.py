@@ -20,6 +20,7 @@ import socket
 import struct
 from pathlib import Path
 
+from koku.core import safefs
 from koku.errors import AlreadyRunning, KokuError
 
 
@@ -94,13 +95,7 @@ class Singleton:
 
     def pid_file_ours(self) -> bool | None:
         """True if daemon.pid is the file we wrote, False if something else is there, None if it is gone."""
-        try:
-            st = os.stat(self.pid_file, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        except OSError:
-            return False
-        return (st.st_dev, st.st_ino) == self._pid_inode
+        return safefs.still_ours(self.pid_file, self._pid_inode)
 
     def release(self) -> None:
         if self.pid_file_ours():
