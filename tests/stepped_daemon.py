@@ -38,7 +38,10 @@ def wait_idle(daemon: Daemon, clock: SteppedClock, runner: gevent.Greenlet, sinc
         if runner.dead:
             raise SystemExit(f"the daemon stopped by itself: {runner.exception!r}")
         executor = daemon.executor
-        if executor is not None and not executor.running() and clock.waiting("scheduler", since):
+        # Idle means nothing in flight and nothing handed to the starter either: a run queued there but
+        # not spawned yet would otherwise be caught by the next step (or the stop) before it starts.
+        if (executor is not None and not executor.running() and not daemon.starts.queued()
+                and clock.waiting("scheduler", since)):
             return
         gevent.sleep(0.001)
         waited += 0.001

@@ -60,6 +60,9 @@ class ProcessExecutor:
         self.log_dir_fd = log_dir_fd  # the checked logs/ directory: job logs are opened relative to it
         self._config = config  # a callable: reload replaces the config
         self._procs: dict[tuple[str, int], ProcessRun] = {}
+        # Cancels that arrived while a run's greenlet was still preparing it (account lookup, cgroup,
+        # log: each yields to the loop), before its ProcessRun existed: applied as soon as it does.
+        self._early_cancels: dict[tuple[str, int], tuple[float, str]] = {}
         self._greenlets: dict[tuple[str, int], gevent.Greenlet] = {}
         self._logs: dict[str, tuple[JobLog, int]] = {}  # job name -> (log, runs using it)
         # The daemon's own environment does not change while it runs; copying a plain dict per run is
@@ -94,9 +97,13 @@ class ProcessExecutor:
 
     def cancel(self, runner: JobRunner, run: int, grace: float, reason: str = "daemon shutdown") -> bool:
         """TERM the run's group, KILL it after ``grace`` seconds; False if it is not running here."""
-        proc = self._procs.get((runner.cfg.name, run))
+        key = (runner.cfg.name, run)
+        proc = self._procs.get(key)
         if proc is None:
-            return False
+            if key not in self._greenlets:
+                return False
+            self._early_cancels[key] = (grace, reason)  # started, not spawned yet: it will not spawn
+            return True
         proc.cancel(grace, reason)
         return True
 
@@ -186,6 +193,9 @@ class ProcessExecutor:
                 refuse=refuse,
             )
             self._procs[key] = proc  # registered first: a shutdown meanwhile cancels it before it spawns
+            early = self._early_cancels.pop(key, None)
+            if early is not None:
+                proc.cancel(*early)
             # The run's "starting" record (its id and slot) must be on disk before the child exists, or
             # a crash now would run the slot again, or leave a run nobody recorded.
             self._durable()
@@ -197,6 +207,7 @@ class ProcessExecutor:
             log.write_line(f"--- run={record.run} {result.description}{duration}")
         finally:
             self._procs.pop(key, None)
+            self._early_cancels.pop(key, None)
             self._greenlets.pop(key, None)
             self._release_log(name)
             if self._runs is not None:

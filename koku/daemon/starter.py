@@ -85,7 +85,6 @@ class StartQueue:
 
     def running(self) -> list[gevent.Greenlet]:
         return self.executor.running()
-
     def _finish(self, runner: JobRunner, record: RunRecord, outcome: Outcome, description: str) -> None:
         runner.finish_run(record, RunResult(outcome=outcome, description=description, exit_code=None, signal=None,
                                             pid=None, started_mono=None, ended_mono=self.clock.monotonic(), tail=()))
